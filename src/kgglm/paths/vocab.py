@@ -1,0 +1,149 @@
+"""Token vocabulary: a fixed arithmetic layout over the graph's node and relation ids.
+
+    0..4                         special tokens [PAD] [BOS] [EOS] [UNK] [MASK]
+    5 .. 5+R-1                   relations R0..R{R-1}        (R0 is the user-item relation)
+    5+R .. 5+R+N-1               nodes, in graph node order: U0.., I0.., E0..
+
+So ``token = RELATION_OFFSET + rel`` and ``token = node_offset + node`` with no lookup table;
+encoding and decoding are array arithmetic. ``token_types`` gives each token its type
+(0 special, 1 entity/node, 2 relation) for the model's token-type embedding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+SPECIAL_TOKENS = ("[PAD]", "[BOS]", "[EOS]", "[UNK]", "[MASK]")
+PAD, BOS, EOS, UNK, MASK = range(len(SPECIAL_TOKENS))
+RELATION_OFFSET = len(SPECIAL_TOKENS)
+TYPE_SPECIAL, TYPE_ENTITY, TYPE_RELATION = 0, 1, 2
+VOCAB_FILE = "vocab.json"
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Token layout for a graph with these sizes (see module docstring)."""
+
+    n_users: int
+    n_items: int
+    n_entities: int
+    n_relations: int
+    dataset: str = ""
+
+    @classmethod
+    def from_graph(cls, graph, dataset: str = "") -> "Vocabulary":
+        return cls(graph.n_users, graph.n_items, graph.n_entities, graph.n_relations, dataset)
+
+    # ------------------------------------------------------------------------------ layout
+    @property
+    def n_nodes(self) -> int:
+        return self.n_users + self.n_items + self.n_entities
+
+    @property
+    def node_offset(self) -> int:
+        return RELATION_OFFSET + self.n_relations
+
+    @property
+    def size(self) -> int:
+        return self.node_offset + self.n_nodes
+
+    def __len__(self) -> int:
+        return self.size
+
+    def token_types(self) -> np.ndarray:
+        types = np.full(self.size, TYPE_ENTITY, dtype=np.int64)
+        types[:RELATION_OFFSET] = TYPE_SPECIAL
+        types[RELATION_OFFSET : self.node_offset] = TYPE_RELATION
+        return types
+
+    # ------------------------------------------------------------------------------ encode/decode
+    def node_token(self, nodes):
+        return np.asarray(nodes, dtype=np.int64) + self.node_offset
+
+    def relation_token(self, relations):
+        return np.asarray(relations, dtype=np.int64) + RELATION_OFFSET
+
+    def token_node(self, tokens):
+        """Node id of node tokens (-1 for tokens that are not nodes)."""
+        t = np.asarray(tokens, dtype=np.int64)
+        return np.where(t >= self.node_offset, t - self.node_offset, -1)
+
+    def token_relation(self, tokens):
+        """Relation id of relation tokens (-1 for tokens that are not relations)."""
+        t = np.asarray(tokens, dtype=np.int64)
+        ok = (t >= RELATION_OFFSET) & (t < self.node_offset)
+        return np.where(ok, t - RELATION_OFFSET, -1)
+
+    def encode_paths(self, nodes: np.ndarray, relations: np.ndarray, add_special: bool = True) -> np.ndarray:
+        """Interleave node ids (P, H+1) and relation ids (P, H) into tokens (P, 2H+1[+2]).
+
+        Negative entries are padding (shorter walks) and become ``[PAD]``; with ``add_special``
+        each row gets ``[BOS]`` in front and ``[EOS]`` right after its last real token.
+        """
+        nodes = np.asarray(nodes, dtype=np.int64)
+        relations = np.asarray(relations, dtype=np.int64)
+        p, h1 = nodes.shape
+        body = np.full((p, 2 * h1 - 1), PAD, dtype=np.int64)
+        body[:, 0::2] = np.where(nodes >= 0, nodes + self.node_offset, PAD)
+        body[:, 1::2] = np.where(relations >= 0, relations + RELATION_OFFSET, PAD)
+        if not add_special:
+            return body
+        out = np.full((p, body.shape[1] + 2), PAD, dtype=np.int64)
+        out[:, 0] = BOS
+        out[:, 1:-1] = body
+        length = (body != PAD).sum(axis=1)  # real tokens per row (padding is only at the end)
+        out[np.arange(p), length + 1] = EOS
+        return out
+
+    def token_strings(self, tokens) -> np.ndarray:
+        """Readable token strings: [BOS], R3, U12, I55, E901."""
+        t = np.asarray(tokens, dtype=np.int64)
+        out = np.empty(t.shape, dtype=object)
+        flat, res = t.ravel(), out.ravel()
+        for i, tok in enumerate(flat.tolist()):  # inspection only, never a hot path
+            res[i] = self.token_string(tok)
+        return out
+
+    def token_string(self, token: int) -> str:
+        if 0 <= token < RELATION_OFFSET:
+            return SPECIAL_TOKENS[token]
+        if token < self.node_offset:
+            return f"R{token - RELATION_OFFSET}"
+        node = token - self.node_offset
+        if node < self.n_users:
+            return f"U{node}"
+        if node < self.n_users + self.n_items:
+            return f"I{node - self.n_users}"
+        if node < self.n_nodes:
+            return f"E{node - self.n_users - self.n_items}"
+        return SPECIAL_TOKENS[UNK]
+
+    def parse_token(self, s: str) -> int:
+        """Inverse of :meth:`token_string`."""
+        if s in SPECIAL_TOKENS:
+            return SPECIAL_TOKENS.index(s)
+        kind, num = s[0], int(s[1:])
+        base = {"R": RELATION_OFFSET, "U": self.node_offset, "I": self.node_offset + self.n_users,
+                "E": self.node_offset + self.n_users + self.n_items}
+        limit = {"R": self.n_relations, "U": self.n_users, "I": self.n_items, "E": self.n_entities}
+        if kind not in base or not 0 <= num < limit[kind]:
+            raise KeyError(f"unknown token {s!r}")
+        return base[kind] + num
+
+    # ------------------------------------------------------------------------------ persistence
+    def save(self, directory: str | os.PathLike) -> Path:
+        path = Path(directory) / VOCAB_FILE
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "Vocabulary":
+        data = json.loads((Path(directory) / VOCAB_FILE).read_text())
+        return cls(**data)
