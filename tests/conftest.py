@@ -1,0 +1,23 @@
+"""Shared fixtures: the real datasets beside the repo and a small synthetic dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kgglm.data.synthetic import make_synthetic_dataset
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "ml-100k" / "ml-100k.inter").exists():
+        pytest.skip(f"real datasets not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture()
+def toy_dataset():
+    return make_synthetic_dataset()
