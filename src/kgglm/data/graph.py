@@ -67,7 +67,7 @@ class CollaborativeGraph:
         dst = np.concatenate([tails, heads])
         rel = np.concatenate([relations, relations])
         keys = _edge_key(src, rel, dst, n_nodes, n_relations)
-        keys = np.unique(keys)  # sorts by (src, rel, dst) and drops duplicates
+        keys = _sorted_unique(keys)  # sorts by (src, rel, dst) and drops duplicates
         src, rel, dst = _split_key(keys, n_nodes, n_relations)
         indptr = np.zeros(n_nodes + 1, dtype=np.int64)
         np.cumsum(np.bincount(src, minlength=n_nodes), out=indptr[1:])
@@ -132,6 +132,15 @@ class CollaborativeGraph:
         """Every edge has its reverse (always true by construction; used by tests)."""
         src = np.repeat(np.arange(self.n_nodes), np.diff(self.indptr))
         return bool(self.has_edge(self.neighbor, self.relation, src).all())
+
+
+def _sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """Sorted distinct values; sort + adjacent compare, which is far faster than ``np.unique`` on
+    NumPy >= 2.3 (its hash-based path took ~8 s for ml1m's 3.7 M keys against ~0.1 s here)."""
+    keys = np.sort(keys)
+    if len(keys) > 1:
+        keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
+    return keys
 
 
 def _edge_key(src: np.ndarray, rel: np.ndarray, dst: np.ndarray, n_nodes: int, n_rel: int) -> np.ndarray:

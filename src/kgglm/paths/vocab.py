@@ -100,6 +100,83 @@ class Vocabulary:
         out[np.arange(p), length + 1] = EOS
         return out
 
+    def decode_paths(self, tokens: np.ndarray, strict: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Inverse of :meth:`encode_paths`: token rows -> (nodes [P, H+1], relations [P, H]), -1 padded.
+
+        A leading ``[BOS]`` column is dropped; decoding of a row stops at its first special token.
+        With ``strict``, a relation token where a node belongs (or the reverse) raises ValueError.
+        """
+        t = np.atleast_2d(np.asarray(tokens, dtype=np.int64))
+        if t.shape[1] and (t[:, 0] == BOS).all():
+            t = t[:, 1:]
+        special = t < RELATION_OFFSET
+        after_end = np.cumsum(special, axis=1) > 0  # everything from the first special token on
+        body = np.where(after_end, PAD, t)
+        if body.shape[1] % 2 == 0:  # make the width odd: node, (relation, node)*
+            body = np.concatenate([body, np.full((body.shape[0], 1), PAD, np.int64)], axis=1)
+        node_tok, rel_tok = body[:, 0::2], body[:, 1::2]
+        nodes, rels = self.token_node(node_tok), self.token_relation(rel_tok)
+        if strict:
+            bad_node = (node_tok != PAD) & (nodes < 0) | (nodes >= self.n_nodes)
+            bad_rel = (rel_tok != PAD) & (rels < 0)
+            if bad_node.any() or bad_rel.any():
+                row = int(np.flatnonzero(bad_node.any(axis=1) | bad_rel.any(axis=1))[0])
+                raise ValueError(f"row {row} is not node, relation, node, ...: {t[row].tolist()}")
+        nodes = np.where(nodes < self.n_nodes, nodes, -1)
+        # a path has one relation fewer than nodes; drop a trailing all-padding relation column
+        h = max(int((nodes >= 0).sum(axis=1).max(initial=1)) - 1, 0)
+        return nodes[:, : h + 1], rels[:, :h]
+
+    # ------------------------------------------------------------------------------ dataset tokens
+    def check_dataset(self, dataset) -> None:
+        """Raise ValueError unless ``dataset`` has exactly this vocabulary's sizes."""
+        got = (dataset.n_users, dataset.n_items, dataset.n_entities, dataset.n_relations)
+        want = (self.n_users, self.n_items, self.n_entities, self.n_relations)
+        if got != want:
+            raise ValueError(f"dataset {dataset.name!r} has (users, items, entities, relations) = {got}, "
+                             f"vocabulary {self.dataset!r} expects {want}")
+
+    def dataset_token_table(self, dataset, names: bool = False) -> np.ndarray:
+        """Original dataset token (or readable name) of every token id, as an object array.
+
+        Specials keep their ``[PAD]``-style strings, relations use ``dataset.relation_tokens``
+        (index 0 is the ui_relation name), nodes ``dataset.node_tokens()`` / ``node_names()``.
+        """
+        self.check_dataset(dataset)
+        node_part = dataset.node_names() if names else dataset.node_tokens()
+        return np.concatenate([np.array(SPECIAL_TOKENS, dtype=object),
+                               np.asarray(dataset.relation_tokens, dtype=object),
+                               np.asarray(node_part, dtype=object)])
+
+    def to_dataset_tokens(self, tokens, dataset, names: bool = False) -> list[list[str]]:
+        """Token rows -> lists of original dataset tokens (or names), specials/padding left out."""
+        t = np.atleast_2d(np.asarray(tokens, dtype=np.int64))
+        table = self.dataset_token_table(dataset, names)
+        if t.size and (t.min() < 0 or t.max() >= self.size):
+            raise ValueError(f"token id out of range [0, {self.size})")
+        strings = table[t]
+        keep = t >= RELATION_OFFSET
+        return [row[k].tolist() for row, k in zip(strings, keep)]  # inspection/output, not training
+
+    def nodes_from_dataset_tokens(self, dataset, tokens, kind: str) -> np.ndarray:
+        """Node ids of original dataset tokens of one kind ('user', 'item' or 'entity').
+
+        The kind is needed because datasets reuse strings across kinds (user "196", item "196").
+        """
+        self.check_dataset(dataset)
+        tables = {"user": (dataset.user_tokens, 0),
+                  "item": (dataset.item_tokens, self.n_users),
+                  "entity": (dataset.entity_tokens, self.n_users + self.n_items)}
+        if kind not in tables:
+            raise ValueError(f"kind must be one of {sorted(tables)}, got {kind!r}")
+        table, offset = tables[kind]
+        return _lookup(table, tokens, kind) + offset
+
+    def relations_from_dataset_tokens(self, dataset, names) -> np.ndarray:
+        """Relation ids of relation names (the ui_relation name is relation 0)."""
+        self.check_dataset(dataset)
+        return _lookup(dataset.relation_tokens, names, "relation")
+
     def token_strings(self, tokens) -> np.ndarray:
         """Readable token strings: [BOS], R3, U12, I55, E901."""
         t = np.asarray(tokens, dtype=np.int64)
@@ -147,3 +224,15 @@ class Vocabulary:
     def load(cls, directory: str | os.PathLike) -> "Vocabulary":
         data = json.loads((Path(directory) / VOCAB_FILE).read_text())
         return cls(**data)
+
+
+def _lookup(table, tokens, kind: str) -> np.ndarray:
+    """Index of each token in ``table`` (exact string match); KeyError naming the first unknown."""
+    table = np.asarray(table).astype(str)
+    tokens = np.atleast_1d(np.asarray(tokens, dtype=object)).astype(str)
+    order = np.argsort(table, kind="stable")
+    pos = np.minimum(np.searchsorted(table[order], tokens), max(len(table) - 1, 0))
+    bad = (table[order][pos] != tokens) if len(table) else np.ones(tokens.shape, bool)
+    if bad.any():
+        raise KeyError(f"unknown {kind} token {tokens[bad][0]!r}")
+    return order[pos].astype(np.int64)

@@ -1,0 +1,391 @@
+"""Layered configuration with RecBole/hopwise key names.
+
+Layers, lowest first (a later layer overrides an earlier one)::
+
+    configs/overall.yaml              package defaults, every key documented
+    configs/model/<MODEL>.yaml        model defaults
+    configs/dataset/<DATASET>.yaml    dataset defaults
+    configs/preset/<PRESET>.yaml      a named preset (--preset quick)
+    config_file_list                  user YAML files, in order (--config-files a.yaml b.yaml)
+    config_dict                       a Python dict (run_kgglm(config_dict=...))
+    cmd_args                          command-line ``--key=value`` (values parsed as YAML)
+
+Unknown keys are an error with a did-you-mean suggestion, so a typo never passes silently.
+Mapping-valued keys (``eval_args``, ``path_sample_args``, ``path_generation_args``) merge key by
+key, and their sub-keys are checked too. ``Config`` behaves like RecBole's: ``config['seed']``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
+OVERALL_FILE = CONFIG_ROOT / "overall.yaml"
+MODELS = ("KGGLM", "Pop")
+TRAIN_STAGES = ("pretrain", "finetune")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A configuration problem: unknown key, wrong type, bad value or unreadable file."""
+
+
+@dataclass(frozen=True)
+class KeyDoc:
+    """Documentation of one default key, parsed from the comments of overall.yaml."""
+
+    key: str  # 'seed' or 'path_sample_args.pretrain_paths'
+    section: str
+    doc: str
+    default: Any
+
+
+# ---------------------------------------------------------------------------------- defaults
+def parse_defaults_doc(path: Path = OVERALL_FILE) -> list[KeyDoc]:
+    """Keys of the defaults file with their section and comment, in file order.
+
+    Sections are ``# == Name ==`` lines; a key's doc is the comment block right above it (top-level
+    keys at column 0, sub-keys of a mapping indented by two spaces).
+    """
+    defaults = yaml.safe_load(path.read_text())
+    docs: list[KeyDoc] = []
+    section, comment, parent = "General", [], None
+    for line in path.read_text().splitlines():
+        if m := re.match(r"^# == (.+) ==\s*$", line):
+            section, comment = m.group(1), []
+        elif m := re.match(r"^(\s*)# ?(.*)$", line):
+            comment.append(m.group(2))
+        elif m := re.match(r"^([A-Za-z_][\w]*):", line):
+            parent = m.group(1)
+            docs.append(KeyDoc(parent, section, " ".join(comment).strip(), defaults[parent]))
+            comment = []
+        elif (m := re.match(r"^  ([A-Za-z_][\w]*):", line)) and parent is not None:
+            key = m.group(1)
+            docs.append(KeyDoc(f"{parent}.{key}", section, " ".join(comment).strip(),
+                               defaults[parent][key]))
+            comment = []
+        elif not line.strip():
+            comment = []
+    return docs
+
+
+def load_yaml_file(path: str | os.PathLike, what: str = "config file") -> dict:
+    """A YAML mapping from ``path``; ConfigError naming the file (and line) otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r} not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of key: value lines, got {type(data).__name__}")
+    return data
+
+
+def _key_line(path: Path, key: str) -> str:
+    """' (line N)' of a key in a YAML file, for error messages; '' when not found."""
+    try:
+        for i, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+            if re.match(rf"^\s*['\"]?{re.escape(key)}['\"]?\s*:", line):
+                return f", line {i}"
+    except OSError:
+        pass
+    return ""
+
+
+def parse_cmd_args(args: Iterable[str]) -> dict:
+    """``['--lr=0.1', '--path_sample_args.pretrain_paths=2']`` -> nested dict, values via YAML."""
+    out: dict = {}
+    for arg in args:
+        m = re.match(r"^--([A-Za-z_][\w.\-]*)=(.*)$", arg, re.S)
+        if not m:
+            raise ConfigError(f"cannot read command-line argument {arg!r}: expected --key=value")
+        key, text = m.group(1).replace("-", "_"), m.group(2)
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text  # e.g. an unbalanced bracket: keep the raw string, type checks decide
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--{key}: {p} is given both as a value and as a mapping")
+        node[leaf] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------- checks
+def _suggest(key: str, known: Iterable[str]) -> str:
+    known = list(known)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if not close:  # case-insensitive match (MAX_PATHS_PER_USER vs max_paths_per_user)
+        lower = {k.lower(): k for k in known}
+        close = [lower[key.lower()]] if key.lower() in lower else []
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
+    """``value`` converted to the type of ``default`` where that is unambiguous, else ConfigError."""
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"config key {key!r} ({source}): expected {expected}, got {value!r}")
+
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return value.lower() in ("true", "yes")
+        raise bad("true or false")
+    if isinstance(default, int):
+        if isinstance(value, bool):
+            raise bad("an integer")
+        if isinstance(value, int):
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise bad("an integer") from None
+        if not number.is_integer():
+            raise bad("an integer")
+        return int(number)
+    if isinstance(default, float):
+        if isinstance(value, bool):
+            raise bad("a number")
+        try:
+            return float(value)  # YAML reads 2e-4 as a string: accept it as a number
+        except (TypeError, ValueError):
+            raise bad("a number") from None
+    if isinstance(default, str):
+        if isinstance(value, (dict, list)):
+            raise bad("a string")
+        return str(value)
+    if isinstance(default, (list, tuple)):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        if isinstance(value, dict):
+            raise bad("a list")
+        return [value]  # RecBole accepts topk: 10 for [10]
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        return value
+    return value
+
+
+# ---------------------------------------------------------------------------------- Config
+class Config(Mapping):
+    """The resolved configuration of one run (see module docstring for the layers).
+
+    ``config['learning_rate']`` and ``config.get`` work as in RecBole; ``section('Model')`` returns
+    the keys of one documented section, ``to_dict()`` a plain dict, ``save(dir)`` writes YAML.
+    """
+
+    def __init__(
+        self,
+        model: str = "KGGLM",
+        dataset: str = "ml-100k",
+        config_file_list: Iterable[str | os.PathLike] | None = None,
+        config_dict: Mapping | None = None,
+        cmd_args: Iterable[str] | Mapping | None = None,
+        preset: str | None = None,
+    ) -> None:
+        if model not in MODELS:
+            raise ConfigError(f"unknown model {model!r}{_suggest(model, MODELS)} (known: {', '.join(MODELS)})")
+        self._docs = parse_defaults_doc()
+        self._defaults: dict = yaml.safe_load(OVERALL_FILE.read_text())
+        self._values: dict = _deep_copy(self._defaults)
+        self.sources: dict[str, str] = {k: "defaults" for k in self._values}
+        self._apply(load_yaml_file(CONFIG_ROOT / "model" / f"{model}.yaml"), f"model defaults {model}.yaml")
+        dataset_file = CONFIG_ROOT / "dataset" / f"{dataset}.yaml"
+        if dataset_file.is_file():
+            self._apply(load_yaml_file(dataset_file), f"dataset defaults {dataset}.yaml")
+        if preset:
+            preset_file = CONFIG_ROOT / "preset" / f"{preset}.yaml"
+            if not preset_file.is_file():
+                known = sorted(p.stem for p in (CONFIG_ROOT / "preset").glob("*.yaml"))
+                raise ConfigError(f"unknown preset {preset!r}{_suggest(preset, known)} (known: {', '.join(known)})")
+            self._apply(load_yaml_file(preset_file), f"preset {preset}", path=preset_file)
+        for path in config_file_list or []:
+            self._apply(load_yaml_file(path), f"config file {path}", path=Path(path))
+        if config_dict:
+            self._apply(dict(config_dict), "config_dict")
+        if cmd_args:
+            parsed = cmd_args if isinstance(cmd_args, Mapping) else parse_cmd_args(cmd_args)
+            self._apply(dict(parsed), "command line")
+        self._values["model"], self._values["dataset"], self._values["preset"] = model, dataset, preset
+        self._check_values()
+
+    # ------------------------------------------------------------------ layering
+    def _apply(self, layer: dict, source: str, path: Path | None = None) -> None:
+        for key, value in layer.items():
+            where = f"{source}{_key_line(path, key) if path else ''}"
+            if key in ("model", "dataset"):
+                raise ConfigError(f"{where}: set {key!r} with the {key} argument "
+                                  f"(--{key} on the command line), not as a config key")
+            if key not in self._defaults:
+                raise ConfigError(f"unknown config key {key!r} ({where}){_suggest(key, self._defaults)}")
+            default = self._defaults[key]
+            value = _coerce(key, value, default, where)
+            if isinstance(default, dict) and value is not None:
+                merged = dict(self._values[key] or {})
+                for sub, sub_value in value.items():
+                    if sub not in default:
+                        raise ConfigError(f"unknown key {key}.{sub} ({where})"
+                                          f"{_suggest(str(sub), default)} (known: {', '.join(default)})")
+                    merged[sub] = _coerce(f"{key}.{sub}", sub_value, default[sub], where)
+                value = merged
+            self._values[key] = value
+            self.sources[key] = source
+
+    def _check_values(self) -> None:
+        v = self._values
+        if v["train_stage"] not in TRAIN_STAGES:
+            raise ConfigError(f"train_stage ({self.sources['train_stage']}) must be one of "
+                              f"{TRAIN_STAGES}, got {v['train_stage']!r}")
+        if str(v["state"]).upper() not in LOG_LEVELS:
+            raise ConfigError(f"state ({self.sources['state']}) must be a log level {LOG_LEVELS}, "
+                              f"got {v['state']!r}")
+        v["state"] = str(v["state"]).upper()
+        for key in ("embedding_size", "num_heads", "num_layers", "train_batch_size", "eval_batch_size",
+                    "path_hop_length", "MAX_PATHS_PER_USER", "save_step", "eval_step"):
+            if v[key] <= 0:
+                raise ConfigError(f"{key} ({self.sources[key]}) must be positive, got {v[key]}")
+        if v["embedding_size"] % v["num_heads"]:
+            raise ConfigError(f"embedding_size ({v['embedding_size']}) must be divisible by "
+                              f"num_heads ({v['num_heads']})")
+        if v["path_hop_length"] % 2 == 0:
+            raise ConfigError(f"path_hop_length must be odd (a user path ends on an item), got {v['path_hop_length']}")
+        v["topk"] = [int(k) for k in v["topk"]]
+        m = re.match(r"^(\w+)@(\d+)$", str(v["valid_metric"]))
+        if not m:
+            raise ConfigError(f"valid_metric must look like NDCG@10, got {v['valid_metric']!r}")
+        metrics_lower = {str(x).lower() for x in v["metrics"]}
+        if m.group(1).lower() not in metrics_lower or int(m.group(2)) not in v["topk"]:
+            raise ConfigError(f"valid_metric {v['valid_metric']!r} is not computed: metrics={v['metrics']}, "
+                              f"topk={v['topk']}")
+        hop = v["path_sample_args"]["pretrain_hop_length"]
+        if isinstance(hop, int):
+            v["path_sample_args"]["pretrain_hop_length"] = hop = [hop, hop]
+        if len(hop) != 2 or not 1 <= int(hop[0]) <= int(hop[1]):
+            raise ConfigError(f"path_sample_args.pretrain_hop_length must be [min, max] with 1 <= min <= max, got {hop}")
+
+    # ------------------------------------------------------------------ mapping access
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._values:
+            raise KeyError(f"unknown config key {key!r}{_suggest(key, self._values)}")
+        return self._values[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in self._values:
+            raise ConfigError(f"unknown config key {key!r}{_suggest(key, self._values)}")
+        self._apply({key: value}, "set in code") if key in self._defaults else self._values.__setitem__(key, value)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Config(model={self['model']!r}, dataset={self['dataset']!r})"
+
+    # ------------------------------------------------------------------ views
+    @property
+    def model(self) -> str:
+        return self._values["model"]
+
+    @property
+    def dataset(self) -> str:
+        return self._values["dataset"]
+
+    @property
+    def device(self) -> str:
+        """The torch device to use: ``device`` if set, else cuda when ``use_gpu`` and available."""
+        if self._values["device"]:
+            return str(self._values["device"])
+        import torch
+
+        return "cuda" if self._values["use_gpu"] and torch.cuda.is_available() else "cpu"
+
+    def sections(self) -> list[str]:
+        return list(dict.fromkeys(d.section for d in self._docs))
+
+    def section(self, name: str) -> dict:
+        """Keys of one documented section (e.g. 'Model', 'Training') with their resolved values."""
+        keys = [d.key for d in self._docs if d.section.lower() == name.lower() and "." not in d.key]
+        if not keys:
+            raise KeyError(f"unknown section {name!r}; sections: {', '.join(self.sections())}")
+        return {k: _deep_copy(self._values[k]) for k in keys}
+
+    def to_dict(self) -> dict:
+        return _deep_copy(self._values)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+    def save(self, directory: str | os.PathLike, name: str = "config.yaml") -> Path:
+        """Write the resolved config as YAML (temp file + rename) and return its path."""
+        path = Path(directory) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_yaml())
+        os.replace(tmp, path)
+        return path
+
+    def __str__(self) -> str:
+        lines = [f"model: {self.model}  dataset: {self.dataset}" + (f"  preset: {self['preset']}" if self["preset"] else "")]
+        for sec in self.sections():
+            lines.append(f"[{sec}]")
+            for key, value in self.section(sec).items():
+                src = self.sources.get(key, "defaults")
+                lines.append(f"  {key} = {value!r}" + ("" if src == "defaults" else f"   ({src})"))
+        return "\n".join(lines)
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def markdown_table() -> str:
+    """The README's table of config keys: key, default and doc, grouped by section."""
+    out, section = [], None
+    for d in parse_defaults_doc():
+        if d.section != section:
+            section = d.section
+            out += ["", f"**{section}**", "", "| key | default | meaning |", "|---|---|---|"]
+        if isinstance(d.default, dict) and "." not in d.key:
+            default = "mapping, below"
+        else:
+            default = yaml.safe_dump(d.default, default_flow_style=True, width=10_000, sort_keys=False)
+            default = "`" + default.strip().removesuffix("...").strip() + "`"
+        key = d.key if "." not in d.key else f"&nbsp;&nbsp;{d.key}"
+        out.append(f"| `{key}` | {default} | {d.doc.replace('|', '/')} |")
+    return "\n".join(out).strip() + "\n"
+
+
+if __name__ == "__main__":  # python -m kgglm.config --markdown
+    import sys
+
+    print(markdown_table() if "--markdown" in sys.argv else Config(cmd_args=sys.argv[1:]))

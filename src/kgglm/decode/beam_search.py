@@ -1,0 +1,285 @@
+"""Batched, KG-constrained beam search over users, and ranking of the items the beams reach.
+
+For a batch of users the prompt ``[BOS] U`` is run once; then ``2 * hop_length - 1`` steps of
+standard beam search (scores = sums of log-probabilities of the masked, renormalised next-token
+distribution) keep ``num_beams`` prefixes per user, with the model's KV cache reordered as beams
+are selected. The last step is different: instead of selecting ``num_beams`` (beam, item) pairs,
+which can collapse onto a few items when many beams end on the same one, every legal item of
+every beam is scored and the best path per (user, item) is kept. The items are then ranked by
+that best-path score; this also gives the full ``[users, items]`` score matrix (``-inf`` where no
+beam reached the item).
+
+If a user still has fewer than ``n_return`` distinct items and the search pruned some prefixes
+for that user, the user is searched again with 4x the beams, until enough items are found or the
+search kept every legal prefix (then the graph simply cannot reach more).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from kgglm.decode.constraints import NEG_INF, GraphConstraint
+from kgglm.paths.vocab import BOS, PAD
+
+log = logging.getLogger(__name__)
+
+RANKINGS = ("logprob", "cumulative")
+
+
+@dataclass
+class BeamSearchOutput:
+    """Per user: ``n_return`` distinct items (best first), their scores and best paths.
+
+    ``paths`` are token ids ``U r1 n1 ... rH nH`` (no [BOS]); missing entries have item ``-1``,
+    score ``-inf`` and ``[PAD]`` tokens.
+    """
+
+    users: torch.Tensor  # [B] user indices
+    items: torch.Tensor  # [B, K] item indices, -1 where fewer were reachable
+    scores: torch.Tensor  # [B, K] float
+    paths: torch.Tensor  # [B, K, 2H+1] token ids
+    n_found: torch.Tensor  # [B] distinct items reached by the final beams
+    exhaustive: torch.Tensor  # [B] bool: no legal prefix was pruned for this user
+    item_scores: torch.Tensor | None = None  # [B, n_items], -inf for unreached items
+    stats: dict = field(default_factory=dict)
+
+
+def _filter_top_k_top_p(logp: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Sampling warpers on per-row log-probabilities (as transformers' TopK/TopP warpers)."""
+    if top_k and top_k > 0:
+        k = min(top_k, logp.shape[-1])
+        kth = torch.topk(logp, k, dim=-1).values[..., -1:]
+        logp = logp.masked_fill(logp < kth, NEG_INF)
+    if top_p < 1.0:
+        sorted_lp, order = torch.sort(logp, dim=-1, descending=True)
+        cum = torch.cumsum(sorted_lp.exp(), dim=-1)
+        remove = (cum - sorted_lp.exp()) > top_p  # keep the smallest prefix whose mass reaches top_p
+        remove[..., 0] = False
+        logp = logp.masked_fill(torch.zeros_like(remove).scatter(-1, order, remove), NEG_INF)
+    return logp
+
+
+def _masked_log_softmax(scores: torch.Tensor) -> torch.Tensor:
+    """log_softmax over legal tokens; rows with no legal token stay all ``-inf`` (not NaN)."""
+    logp = F.log_softmax(scores, dim=-1)
+    return torch.where(torch.isfinite(scores), logp, torch.full_like(logp, NEG_INF))
+
+
+def _sparse_head(model):
+    """``(hidden_states, output_weight)`` when the model exposes them (KGGLM), else ``None``.
+
+    With them the search scores only the legal tokens of each row (a few per row instead of the
+    whole vocabulary); other models go through ``forward`` and the dense ``LogitsProcessor`` mask.
+    """
+    fn, wte = getattr(model, "hidden_states", None), getattr(model, "wte", None)
+    if callable(fn) and isinstance(getattr(wte, "weight", None), torch.Tensor) and hasattr(model, "new_cache"):
+        return fn, wte.weight
+    return None
+
+
+def _pair_logits(h: torch.Tensor, w: torch.Tensor, rows: torch.Tensor, toks: torch.Tensor,
+                 chunk: int = 1 << 15) -> torch.Tensor:
+    """``logits[p] = h[rows[p]] . w[toks[p]]`` in fixed-size chunks (bounded memory)."""
+    out = torch.empty(rows.shape[0], device=h.device, dtype=torch.float32)
+    for s in range(0, rows.shape[0], chunk):  # loop over memory chunks, not rows or users
+        e = s + chunk
+        out[s:e] = (h[rows[s:e]].float() * w[toks[s:e]].float()).sum(-1)
+    return out
+
+
+def _segment_log_softmax(x: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """log_softmax of ``x`` within each row's group of pairs."""
+    m = torch.full((n_rows,), NEG_INF, device=x.device).scatter_reduce(0, rows, x, "amax")
+    shifted = x - m[rows]
+    z = torch.zeros(n_rows, device=x.device).index_add_(0, rows, shifted.exp())
+    return shifted - z.log()[rows]
+
+
+def _dense_pairs(constraint, seqs, last, do_sample, temperature, top_k, top_p):
+    """Legal pairs, their log-probs and (sampling) warped log-probs via the ``LogitsProcessor``."""
+    scores = constraint(seqs, last.float())
+    logp = _masked_log_softmax(scores)
+    rows, toks = torch.isfinite(logp).nonzero(as_tuple=True)
+    warped = None
+    if do_sample:
+        w = _filter_top_k_top_p(_masked_log_softmax(scores / temperature), top_k, top_p)
+        warped = w[rows, toks]
+    return rows, toks, logp[rows, toks], warped
+
+
+def _empty_output(users, n_return, n_items, width, return_item_scores) -> BeamSearchOutput:
+    b, device = users.shape[0], users.device
+    kk = min(n_return, n_items)
+    return BeamSearchOutput(users=users, items=torch.full((b, kk), -1, device=device),
+                            scores=torch.full((b, kk), NEG_INF, device=device),
+                            paths=torch.full((b, kk, width), PAD, device=device),
+                            n_found=torch.zeros(b, dtype=torch.long, device=device),
+                            exhaustive=torch.ones(b, dtype=torch.bool, device=device),
+                            item_scores=torch.full((b, n_items), NEG_INF, device=device)
+                            if return_item_scores else None)
+
+
+@torch.inference_mode()
+def _search(model, constraint: GraphConstraint, users: torch.Tensor, *, num_beams: int, n_return: int,
+            length_penalty: float, do_sample: bool, top_k: int, top_p: float, temperature: float,
+            ranking: str, return_item_scores: bool, generator: torch.Generator | None,
+            sparse: bool = True) -> BeamSearchOutput:
+    """One beam-search pass with a fixed beam width (see module docstring).
+
+    Each step works on the legal ``(row, token)`` pairs: per user, the candidates of all its beams
+    are laid out in a padded ``[users, candidates]`` matrix and the best ``num_beams`` kept.
+    """
+    device = constraint.device
+    n_items = constraint.graph.n_items
+    n_steps = 2 * constraint.hop_length  # generated tokens after the prompt
+    b = users.shape[0]
+    head = _sparse_head(model) if sparse and not do_sample else None
+    prompt = torch.stack([torch.full_like(users, BOS), users + constraint.node_offset], dim=1)
+    if head is not None:
+        cache = model.new_cache(b, capacity=constraint.body_length + 1)
+        state = head[0](prompt, cache)[:, -1]
+    else:
+        logits, cache = model(prompt, use_cache=True)
+        state = logits[:, -1]
+    seqs = prompt  # [B * k, T]
+    k = 1  # beams per user so far
+    beam_scores = torch.zeros(b, device=device)  # [B * k] sum of log-probs
+    prob_sum = torch.zeros(b, device=device)  # [B * k] sum of probabilities (cumulative ranking)
+    exhaustive = torch.ones(b, dtype=torch.bool, device=device)
+    user_row0 = torch.arange(b, device=device).unsqueeze(1)
+    for step in range(n_steps):
+        if head is not None:
+            rows, toks = constraint.allowed_pairs(seqs)
+            lp = _segment_log_softmax(_pair_logits(state, head[1], rows, toks), rows, seqs.shape[0])
+            warped = None
+        else:
+            rows, toks, lp, warped = _dense_pairs(constraint, seqs, state, do_sample, temperature, top_k, top_p)
+        if step == n_steps - 1:
+            break
+        n_pairs = rows.shape[0]
+        score = beam_scores[rows] + lp
+        key = score
+        if warped is not None:  # Gumbel-top-k: sample prefixes without replacement
+            u = torch.rand(n_pairs, device=device, generator=generator).clamp_(1e-20, 1.0)
+            key = beam_scores[rows] + warped - torch.log(-torch.log(u))
+        user = rows // k
+        counts = torch.bincount(user, minlength=b)
+        exhaustive &= counts <= num_beams
+        max_count = int(counts.max()) if n_pairs else 0
+        if max_count == 0:
+            return _empty_output(users, n_return, n_items, constraint.body_length, return_item_scores)
+        width = min(num_beams, max_count)
+        starts = torch.cumsum(counts, 0) - counts
+        dense = torch.full((b, max_count), NEG_INF, device=device)
+        dense[user, torch.arange(n_pairs, device=device) - starts[user]] = key
+        sel, j = torch.topk(dense, width, dim=1)
+        alive = torch.isfinite(sel)
+        pair = (starts.unsqueeze(1) + j).clamp_(max=n_pairs - 1)
+        src = torch.where(alive, rows[pair], user_row0 * k).reshape(-1)
+        token = torch.where(alive, toks[pair], torch.full_like(pair, PAD)).reshape(-1, 1)  # dead: [PAD]
+        alive = alive.reshape(-1)
+        pair = pair.reshape(-1)
+        beam_scores = torch.where(alive, score[pair], NEG_INF)
+        prob_sum = prob_sum[src] + torch.where(alive, lp[pair].exp(), 0.0)
+        seqs = torch.cat([seqs[src], token], dim=1)
+        cache.reorder(src)
+        if head is not None:
+            state = head[0](token, cache)[:, -1]
+        else:
+            logits, cache = model(token, past_key_values=cache, use_cache=True)
+            state = logits[:, -1]
+        k = width
+
+    # last step: score every (beam, item) pair and keep the best path per (user, item)
+    if ranking == "cumulative":
+        crit = (prob_sum[rows] + lp.exp()) / n_steps
+    else:
+        crit = (beam_scores[rows] + lp) / (n_steps ** length_penalty)
+    key = (rows // k) * n_items + (toks - constraint.item_token_offset)
+    best = torch.full((b * n_items,), NEG_INF, device=device).scatter_reduce(0, key, crit, "amax")
+    best_pair = torch.zeros(b * n_items, dtype=torch.long, device=device)
+    is_best = crit == best[key]
+    best_pair[key[is_best]] = torch.arange(rows.shape[0], device=device)[is_best]  # ties: any best path
+    best = best.view(b, n_items)
+    n_found = torch.isfinite(best).sum(1)
+    kk = min(n_return, n_items)
+    top_scores, top_items = torch.topk(best, kk, dim=1)
+    found = torch.isfinite(top_scores)
+    if rows.shape[0] == 0:
+        return _empty_output(users, n_return, n_items, constraint.body_length, return_item_scores)
+    pair = best_pair.view(b, n_items).gather(1, top_items)
+    paths = torch.cat([seqs[rows[pair]][..., 1:], toks[pair].unsqueeze(-1)], dim=-1)  # drop [BOS]
+    paths = torch.where(found.unsqueeze(-1), paths, torch.full_like(paths, PAD))
+    return BeamSearchOutput(users=users, items=torch.where(found, top_items, -1), scores=top_scores,
+                            paths=paths, n_found=n_found, exhaustive=exhaustive,
+                            item_scores=best if return_item_scores else None)
+
+
+@torch.inference_mode()
+def beam_search(model, constraint: GraphConstraint, users, *, num_beams: int = 20, n_return: int = 10,
+                length_penalty: float = 0.0, do_sample: bool = False, top_k: int = 0, top_p: float = 1.0,
+                temperature: float = 1.0, ranking: str = "logprob", return_item_scores: bool = False,
+                max_num_beams: int | None = None, generator: torch.Generator | None = None,
+                sparse: bool = True, **unused) -> BeamSearchOutput:
+    """Constrained beam search for a batch of users; ``n_return`` distinct unseen items each.
+
+    Args:
+        model: ``forward(input_ids, past_key_values=None, use_cache=False) -> (logits, cache)``.
+        constraint: the :class:`GraphConstraint` (its device is used for everything).
+        users: user indices (0-based).
+        num_beams: beams kept per user at every step (hopwise ``num_beams``).
+        n_return: distinct items to return per user (``max(topk, paths_per_user)``).
+        length_penalty: final score = sum of log-probs / n_tokens ** length_penalty (0: plain sum;
+            paths all have the same length, so it rescales without reordering).
+        do_sample, top_k, top_p, temperature: sample the kept prefixes (Gumbel-top-k over the
+            warped distribution, without replacement) instead of taking the best ones.
+        ranking: ``"logprob"`` (best path's log-probability) or ``"cumulative"`` (hopwise's
+            mean token probability of the path).
+        return_item_scores: also return the ``[B, n_items]`` best-path score matrix.
+        max_num_beams: cap on widening (default ``max(64 * num_beams, 1024)``).
+        sparse: score only legal tokens through ``model.hidden_states``/``model.wte`` when the model
+            has them (same results as the dense ``LogitsProcessor`` path, much less work);
+            sampling always uses the dense path (its top-k/top-p warpers are dense).
+    """
+    if ranking not in RANKINGS:
+        raise ValueError(f"ranking must be one of {RANKINGS}, got {ranking!r}")
+    if num_beams < 1 or n_return < 1:
+        raise ValueError(f"num_beams and n_return must be >= 1, got {num_beams}, {n_return}")
+    if do_sample and temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if unused:
+        log.debug("beam_search: ignoring generation args %s", sorted(unused))
+    n_pos = getattr(getattr(model, "config", None), "n_positions", None)
+    if n_pos is not None and n_pos < constraint.body_length + 1:
+        raise ValueError(f"model n_positions={n_pos} is too short for hop_length={constraint.hop_length} "
+                         f"(needs {constraint.body_length + 1})")
+    users = torch.as_tensor(users, dtype=torch.long, device=constraint.device).reshape(-1)
+    if users.numel() and (users.min() < 0 or users.max() >= constraint.graph.n_users):
+        raise ValueError(f"user index out of range [0, {constraint.graph.n_users})")
+    args = dict(n_return=n_return, length_penalty=length_penalty, do_sample=do_sample, top_k=top_k,
+                top_p=top_p, temperature=temperature, ranking=ranking,
+                return_item_scores=return_item_scores, generator=generator, sparse=sparse)
+    out = _search(model, constraint, users, num_beams=num_beams, **args)
+    cap = max_num_beams or max(64 * num_beams, 1024)
+    widened, beams = 0, num_beams
+    short = (out.n_found < min(n_return, constraint.graph.n_items)) & ~out.exhaustive
+    while bool(short.any()) and beams < cap:
+        beams = min(4 * beams, cap)
+        idx = short.nonzero().squeeze(1)
+        sub = _search(model, constraint, users[idx], num_beams=beams, **args)
+        widened += idx.numel()
+        for name in ("items", "scores", "paths", "n_found", "exhaustive", "item_scores"):
+            full = getattr(out, name)
+            if full is not None:
+                full[idx] = getattr(sub, name)
+        short = (out.n_found < min(n_return, constraint.graph.n_items)) & ~out.exhaustive
+    if bool(short.any()):
+        log.warning("%d users have fewer than %d items after widening to %d beams",
+                    int(short.sum()), n_return, beams)
+    out.stats = {"widened_users": widened, "max_beams_used": beams}
+    return out
+

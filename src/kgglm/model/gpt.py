@@ -1,0 +1,307 @@
+"""The KGGLM decoder: a GPT-2 style transformer over knowledge-graph path tokens (nanoGPT-like).
+
+Architecture (GPT-2): token + learned position embeddings, pre-LayerNorm blocks of causal
+self-attention and a 4x GELU MLP, a final LayerNorm and an output projection tied to the token
+embedding. KGGLM adds a token-type embedding (special / entity / relation) to every position when
+``use_kg_token_types`` is on; the type of each token is looked up from a buffer indexed by the token
+id, so training and generation use the same types without the caller passing them.
+
+Generation uses a :class:`KVCache`; positions continue from ``cache.length``, and beam search
+keeps/duplicates rows with :meth:`KVCache.reorder`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100  # labels with this value do not contribute to the loss (padding)
+
+
+@dataclass
+class ModelConfig:
+    """Model hyper-parameters (key names as in hopwise/RecBole configs)."""
+
+    vocab_size: int
+    n_positions: int  # context length: path tokens + [BOS] + [EOS]
+    embedding_size: int = 768
+    num_heads: int = 12
+    num_layers: int = 6
+    dropout: float = 0.1
+    use_kg_token_types: bool = True
+    n_token_types: int = 3
+    layer_norm_epsilon: float = 1e-5
+    initializer_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.embedding_size % self.num_heads:
+            raise ValueError(f"embedding_size ({self.embedding_size}) must be divisible by "
+                             f"num_heads ({self.num_heads})")
+        if self.vocab_size <= 0 or self.n_positions <= 0:
+            raise ValueError("vocab_size and n_positions must be positive")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+class KVCache:
+    """Per-layer key/value tensors ``[B, H, T, D]`` preallocated to ``capacity`` positions.
+
+    ``length`` is the number of cached positions (the same for every row: generation advances
+    all rows together). Preallocation avoids re-concatenating the whole cache at every step.
+    """
+
+    def __init__(self, num_layers: int, batch: int, num_heads: int, capacity: int, head_dim: int,
+                 device: torch.device, dtype: torch.dtype) -> None:
+        shape = (batch, num_heads, capacity, head_dim)
+        self.keys = [torch.empty(shape, device=device, dtype=dtype) for _ in range(num_layers)]
+        self.values = [torch.empty(shape, device=device, dtype=dtype) for _ in range(num_layers)]
+        self.length = 0
+        self.capacity = capacity
+
+    @property
+    def batch_size(self) -> int:
+        return self.keys[0].shape[0]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write new ``k, v`` ``[B, H, t, D]`` after the cached positions; return all keys/values.
+
+        The caller advances ``length`` once per forward (after the last layer), see ``advance``.
+        """
+        start, end = self.length, self.length + k.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"KV cache full: {end} positions > capacity {self.capacity}")
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def reorder(self, index: torch.Tensor) -> "KVCache":
+        """Select batch rows (in place): row ``i`` becomes old row ``index[i]``.
+
+        ``index`` may repeat rows (beam expansion) or drop them (finished beams), so the batch
+        size can change. Only the filled ``length`` positions are copied. Returns ``self``.
+        """
+        index = index.to(self.keys[0].device, torch.long)
+        n = self.length
+        for i in range(len(self.keys)):
+            for buf in (self.keys, self.values):
+                old = buf[i]
+                new = old.new_empty((index.shape[0],) + tuple(old.shape[1:]))
+                new[:, :, :n] = old[:, :, :n].index_select(0, index)
+                buf[i] = new
+        return self
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        c = config.embedding_size
+        self.n_head = config.num_heads
+        self.c_attn = nn.Linear(c, 3 * c)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(c, c)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = self.c_attn(x).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
+        past = cache.length if cache is not None else 0
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
+        p = self.dropout if self.training else 0.0
+        if past == 0:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        elif t == 1:
+            # a single new token may attend to every cached position: no mask needed
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        else:
+            # query i sits at absolute position past+i and sees keys 0..past+i
+            qpos = torch.arange(past, past + t, device=x.device).unsqueeze(1)
+            mask = torch.arange(past + t, device=x.device).unsqueeze(0) <= qpos
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        y = y.transpose(1, 2).contiguous().view(b, t, c)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        c = config.embedding_size
+        self.c_fc = nn.Linear(c, 4 * c)
+        self.c_proj = nn.Linear(4 * c, c)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # GPT-2 uses the tanh approximation of GELU
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_epsilon)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_epsilon)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class KGGLM(nn.Module):
+    """GPT-2 decoder over path tokens with an optional KG token-type embedding.
+
+    ``token_types[v]`` (0 special, 1 entity, 2 relation) is the type of token ``v``; it is a
+    buffer (not saved in the state dict: it is derived from the vocabulary).
+    """
+
+    def __init__(self, config: ModelConfig, token_types: torch.Tensor) -> None:
+        super().__init__()
+        token_types = torch.as_tensor(token_types, dtype=torch.long)
+        if token_types.shape != (config.vocab_size,):
+            raise ValueError(f"token_types must have shape ({config.vocab_size},), got {tuple(token_types.shape)}")
+        if token_types.numel() and (token_types.min() < 0 or token_types.max() >= config.n_token_types):
+            raise ValueError(f"token_types must be in [0, {config.n_token_types})")
+        self.config = config
+        c = config.embedding_size
+        self.wte = nn.Embedding(config.vocab_size, c)
+        self.wpe = nn.Embedding(config.n_positions, c)
+        self.wtt = nn.Embedding(config.n_token_types, c) if config.use_kg_token_types else None
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.ln_f = nn.LayerNorm(c, eps=config.layer_norm_epsilon)
+        self.register_buffer("token_types", token_types.clone(), persistent=False)
+        self.apply(self._init_weights)
+        # GPT-2: scale residual projections by 1/sqrt(2 * n_layer) so the residual stream stays O(1)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, 0.0, config.initializer_range / math.sqrt(2 * config.num_layers))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, 0.0, std)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def new_cache(self, batch: int, capacity: int | None = None,
+                  dtype: torch.dtype | None = None) -> KVCache:
+        """An empty cache for ``batch`` rows (capacity defaults to the context length)."""
+        cfg = self.config
+        return KVCache(cfg.num_layers, batch, cfg.num_heads, capacity or cfg.n_positions,
+                       cfg.embedding_size // cfg.num_heads, self.wte.weight.device,
+                       dtype or self.wte.weight.dtype)
+
+    def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Final (layer-normed) hidden states ``[B, T, C]``; writes into ``cache`` when given."""
+        b, t = input_ids.shape
+        past = cache.length if cache is not None else 0
+        if past + t > self.config.n_positions:
+            raise ValueError(f"sequence of {past + t} positions exceeds n_positions={self.config.n_positions}")
+        pos = torch.arange(past, past + t, device=input_ids.device)
+        x = self.wte(input_ids) + self.wpe(pos)
+        if self.wtt is not None:
+            x = x + self.wtt(self.token_types[input_ids])
+        x = self.drop(x)
+        for i, block in enumerate(self.h):
+            x = block(x, cache, i)
+        if cache is not None:
+            cache.advance(t)
+        return self.ln_f(x)
+
+    def forward(self, input_ids: torch.Tensor, past_key_values: KVCache | None = None,
+                use_cache: bool = False) -> tuple[torch.Tensor, KVCache | None]:
+        """Logits ``[B, T, V]`` for ``input_ids [B, T]`` and the cache (``None`` unless used).
+
+        With ``past_key_values`` the new tokens continue after the cached positions (the cache is
+        updated in place and returned). ``use_cache`` without a cache starts a new one.
+        """
+        cache = past_key_values
+        if cache is None and use_cache:
+            dtype = torch.get_autocast_dtype(input_ids.device.type) if torch.is_autocast_enabled() else None
+            cache = self.new_cache(input_ids.shape[0], dtype=dtype)
+        x = self.hidden_states(input_ids, cache)
+        logits = F.linear(x, self.wte.weight)  # tied output embedding
+        return logits, (cache if (use_cache or past_key_values is not None) else None)
+
+    def loss(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean next-token cross-entropy; ``labels`` default to ``input_ids`` shifted, PAD ignored.
+
+        Only positions with a label are projected onto the vocabulary (the projection dominates
+        the cost when the vocabulary is large).
+        """
+        if labels is None:
+            labels = next_token_labels(input_ids)
+        x = self.hidden_states(input_ids)
+        keep = labels != IGNORE_INDEX
+        if torch.is_grad_enabled():
+            return LinearCrossEntropy.apply(x[keep], self.wte.weight, labels[keep])
+        return F.cross_entropy(F.linear(x[keep], self.wte.weight).float(), labels[keep])
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """``cross_entropy(h @ w.T, y)`` (mean) with its gradient computed chunk by chunk in forward.
+
+    Mathematically the same as the two-step version, but the ``[N, V]`` logits never exist all at
+    once and softmax/gradient are formed in place: over a large vocabulary this output layer is
+    most of the training cost, and the full-size log-softmax passes (and their memory) go away.
+    Matmuls run in ``h``'s dtype (bf16 under autocast), softmax in float32.
+    """
+
+    CHUNK = 1024  # rows per chunk: [CHUNK, V] float32 scratch
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, w: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        n = h.shape[0]
+        with torch.autocast(h.device.type, enabled=False):
+            wc = w.to(h.dtype)
+            grad_h = torch.empty_like(h)
+            grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device)
+            total = torch.zeros((), dtype=torch.float32, device=h.device)
+            for s in range(0, n, LinearCrossEntropy.CHUNK):
+                hc, yc = h[s:s + LinearCrossEntropy.CHUNK], labels[s:s + LinearCrossEntropy.CHUNK]
+                logits = (hc @ wc.T).float()
+                lse = torch.logsumexp(logits, dim=1)
+                total += (lse - logits.gather(1, yc[:, None]).squeeze(1)).sum()
+                probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+                probs[torch.arange(len(yc), device=h.device), yc] -= 1.0  # d loss / d logits (x n)
+                g = probs.to(h.dtype)
+                grad_h[s:s + len(yc)] = (g @ wc) / n
+                grad_w.addmm_(g.T.float() if g.dtype != torch.float32 else g.T, hc.float(), alpha=1.0 / n)
+        ctx.save_for_backward(grad_h, grad_w.to(w.dtype))
+        return total / max(n, 1)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_out, grad_w * grad_out, None
+
+
+def next_token_labels(input_ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+    """Labels for causal LM training: position t predicts token t+1; PAD and the last position -> -100."""
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    nxt = input_ids[:, 1:]
+    labels[:, :-1] = torch.where(nxt == pad_id, torch.full_like(nxt, IGNORE_INDEX), nxt)
+    return labels

@@ -1,0 +1,321 @@
+"""Path sampling over the collaborative graph: pre-training walks and user fine-tuning paths.
+
+Everything is vectorised over *all* walks at once on the graph's CSR arrays: one NumPy call per
+hop (plus a few rejection rounds), never a Python loop per path or per user. A single
+``numpy.random.Generator`` drives every draw in a fixed order, so a seed gives the same paths on
+any machine and with any number of threads.
+
+Walk rules shared by both corpora:
+
+* **No back-step.** A walk never steps straight back to the node it came from when the current node
+  has another neighbour (in the allowed edge set). It does when that node is the only neighbour.
+  Implemented as rejection (redraw the walks that went back) with an exact fallback for the few
+  walks still going back after a few rounds.
+* **Relation balance.** When both user-item (UI) edges and KG edges are allowed at a node, the walk
+  first picks UI with probability ``ui_share`` (0.5) and KG otherwise, then an edge uniformly inside
+  that group. Without this, popular items (hundreds of users, a dozen KG facts) would almost
+  never lead into the KG. ``ui_share=None`` makes the choice uniform over all allowed edges.
+* **Dead ends.** A node with no allowed edge ends the walk; the walk is kept (padded with ``-1``)
+  when it has at least one hop (pre-training only; fine-tuning paths have a fixed length).
+
+Fine-tuning path rule (``hop_length`` H, odd): ``U -ui-> I -> ... -> I'`` where ``I`` and ``I'`` are
+distinct *training* items of ``U``; the H-1 hops in between follow the walk rules over KG edges, plus
+UI edges when ``collaborative`` (so they may pass through other users), and the path is simple
+(no node appears twice). Only the graph is walked, and the graph holds training interactions only,
+so validation/test interactions never appear; both ends are also checked against ``train``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from kgglm.data.graph import UI_RELATION, CollaborativeGraph
+
+log = logging.getLogger(__name__)
+
+_BACKSTEP_ROUNDS = 3  # redraws before the exact (slower) fallback for walks that went back
+_CHUNK_WALKS = 1 << 21  # fine-tuning walks generated per vectorised batch (bounds peak memory)
+
+
+@dataclass(frozen=True)
+class PathBatch:
+    """Paths as node ids ``[P, H+1]`` and relation ids ``[P, H]``, padded with ``-1`` after the end."""
+
+    nodes: np.ndarray
+    relations: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.nodes.shape[0])
+
+    @property
+    def hops(self) -> np.ndarray:
+        """Number of real hops of each path."""
+        return (self.relations >= 0).sum(axis=1)
+
+    def tokens(self, vocab) -> np.ndarray:
+        """Token ids with [BOS]/[EOS]/[PAD] (see :meth:`Vocabulary.encode_paths`)."""
+        return vocab.encode_paths(self.nodes, self.relations)
+
+    def __getitem__(self, index) -> "PathBatch":
+        return PathBatch(self.nodes[index], self.relations[index])
+
+
+# ---------------------------------------------------------------------------------- one hop
+class _Walker:
+    """Per-node edge ranges: UI edges are ``[indptr, ui_end)``, KG edges ``[ui_end, indptr+1)``.
+
+    Rows are sorted by (relation, neighbor) and the UI relation is 0, so each row starts with its
+    UI block; its end is found by binary search in the sorted edge keys.
+    """
+
+    def __init__(self, graph: CollaborativeGraph, ui_share: float | None):
+        self.graph = graph
+        self.neighbor = graph.neighbor
+        self.relation = graph.relation
+        self.start = graph.indptr[:-1]
+        self.end = graph.indptr[1:]
+        nodes = np.arange(graph.n_nodes, dtype=np.int64)
+        first_kg_key = (nodes * graph.n_relations + (UI_RELATION + 1)) * graph.n_nodes
+        self.ui_end = np.searchsorted(graph.edge_keys, first_kg_key).astype(np.int64)
+        self.ui_share = ui_share
+
+    def kg_degree(self) -> np.ndarray:
+        return self.end - self.ui_end
+
+    def step(self, rng: np.random.Generator, cur: np.ndarray, prev: np.ndarray, use_ui: bool):
+        """Next edge index of each walk at ``cur`` coming from ``prev`` (-1 at the start).
+
+        Returns edge indices, ``-1`` for walks at a dead end.
+        """
+        a = self.start[cur] if use_ui else self.ui_end[cur]
+        m, b = self.ui_end[cur], self.end[cur]
+        edge = self._draw(rng, a, m, b)
+        dead = b == a
+        edge[dead] = -1
+        back = ~dead & (prev >= 0)
+        back[back] = self.neighbor[edge[back]] == prev[back]
+        for _ in range(_BACKSTEP_ROUNDS):
+            idx = np.flatnonzero(back)
+            if idx.size == 0:
+                return edge
+            edge[idx] = self._draw(rng, a[idx], m[idx], b[idx])
+            back[idx] = self.neighbor[edge[idx]] == prev[idx]
+        idx = np.flatnonzero(back)
+        if idx.size:
+            edge[idx] = self._exact_non_back(rng, a[idx], b[idx], prev[idx], edge[idx])
+        return edge
+
+    def _draw(self, rng, a, m, b) -> np.ndarray:
+        """One edge per walk in ``[a, b)``; UI block ``[a, m)`` chosen with probability ui_share."""
+        u = rng.random(a.shape[0])
+        if self.ui_share is None:
+            return a + (u * (b - a)).astype(np.int64)
+        n_ui, n_kg = m - a, b - m
+        pick_ui = (n_ui > 0) & ((n_kg == 0) | (rng.random(a.shape[0]) < self.ui_share))
+        lo = np.where(pick_ui, a, m)
+        size = np.where(pick_ui, n_ui, n_kg)
+        return lo + (u * size).astype(np.int64)
+
+    def _exact_non_back(self, rng, a, b, prev, fallback) -> np.ndarray:
+        """Uniform edge in ``[a, b)`` whose neighbour is not ``prev``; ``fallback`` when none exists.
+
+        Expands the rows of only the few walks still going back after the rejection rounds.
+        """
+        size = b - a
+        group = np.repeat(np.arange(size.shape[0]), size)
+        pos = np.arange(size.sum()) - np.repeat(np.cumsum(size) - size, size) + a[group]
+        ok = self.neighbor[pos] != prev[group]
+        count = np.bincount(group, weights=ok, minlength=size.shape[0]).astype(np.int64)
+        rank = (rng.random(size.shape[0]) * count).astype(np.int64) + 1  # 1-based target
+        running = np.cumsum(ok)
+        before = np.concatenate([[0], running])[np.cumsum(size) - size]  # ok count before group
+        hit = ok & (running - before[group] == rank[group])
+        out = fallback.copy()
+        out[group[hit]] = pos[hit]
+        return out
+
+
+def _walk(walker: _Walker, rng, starts: np.ndarray, hops: int, first_ui: bool, then_ui: bool):
+    """Walk ``hops`` hops from ``starts`` (UI edges allowed on hop 1 if ``first_ui``, later if
+    ``then_ui``); returns nodes/relations padded with -1 after dead ends."""
+    p = starts.shape[0]
+    nodes = np.full((p, hops + 1), -1, dtype=np.int64)
+    rels = np.full((p, hops), -1, dtype=np.int64)
+    nodes[:, 0] = starts
+    alive = np.arange(p)
+    for h in range(hops):
+        cur = nodes[alive, h]
+        prev = nodes[alive, h - 1] if h > 0 else np.full(alive.shape[0], -1, dtype=np.int64)
+        use_ui = first_ui if h == 0 else then_ui
+        edge = walker.step(rng, cur, prev, use_ui)
+        ok = edge >= 0
+        alive, edge = alive[ok], edge[ok]
+        nodes[alive, h + 1] = walker.neighbor[edge]
+        rels[alive, h] = walker.relation[edge]
+    return nodes, rels
+
+
+# ---------------------------------------------------------------------------------- dedupe
+def _row_keys(columns: list[np.ndarray], bounds: list[int]) -> list[np.ndarray]:
+    """Pack integer columns (values in ``[-1, bound-1]``) exactly into as few uint64 words as fit."""
+    words, cur, used = [], np.zeros(columns[0].shape[0], dtype=np.uint64), 0
+    for col, bound in zip(columns, bounds):
+        bits = int(bound + 1).bit_length()
+        if used + bits > 64:
+            words.append(cur)
+            cur, used = np.zeros(columns[0].shape[0], dtype=np.uint64), 0
+        cur = (cur << np.uint64(bits)) | (col + 1).astype(np.uint64)
+        used += bits
+    words.append(cur)
+    return words
+
+
+def _first_unique(nodes: np.ndarray, rels: np.ndarray, n_nodes: int, n_rel: int) -> np.ndarray:
+    """Sorted indices of the first occurrence of every distinct (nodes, relations) row."""
+    if nodes.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    cols = [nodes[:, j] for j in range(nodes.shape[1])] + [rels[:, j] for j in range(rels.shape[1])]
+    words = _row_keys(cols, [n_nodes] * nodes.shape[1] + [n_rel] * rels.shape[1])
+    if len(words) == 1:
+        _, first = np.unique(words[0], return_index=True)
+        return np.sort(first)
+    order = np.lexsort(words[::-1])  # lexsort is stable: equal rows keep index order
+    new = np.ones(order.shape[0], dtype=bool)
+    same = np.ones(order.shape[0] - 1, dtype=bool)
+    for w in words:
+        same &= w[order[1:]] == w[order[:-1]]
+    new[1:] = ~same
+    return np.sort(order[new])
+
+
+# ---------------------------------------------------------------------------------- pre-training
+def sample_pretrain_paths(
+    graph: CollaborativeGraph,
+    *,
+    paths_per_node: int = 1,
+    hop_range: tuple[int, int] = (3, 3),
+    include_users: bool = False,
+    seed: int = 2024,
+    ui_share: float | None = 0.5,
+) -> PathBatch:
+    """Random walks over the KG, ``paths_per_node`` from every KG node (items and entities).
+
+    Each walk's hop count is drawn uniformly from ``hop_range`` (inclusive). Only KG edges are
+    walked unless ``include_users``, which also starts walks at users and allows UI edges. Nodes
+    without an allowed edge start no walk. Duplicate paths are dropped (first occurrence kept).
+    """
+    lo_h, hi_h = int(hop_range[0]), int(hop_range[1])
+    if not 1 <= lo_h <= hi_h:
+        raise ValueError(f"hop_range must be (min, max) with 1 <= min <= max, got {hop_range!r}")
+    if paths_per_node < 1:
+        raise ValueError(f"paths_per_node must be >= 1, got {paths_per_node}")
+    rng = np.random.default_rng(seed)
+    walker = _Walker(graph, ui_share)
+    degree = graph.degree() if include_users else walker.kg_degree()
+    starts = np.repeat(np.flatnonzero(degree > 0).astype(np.int64), paths_per_node)
+    nodes, rels = _walk(walker, rng, starts, hi_h, include_users, include_users)
+    length = rng.integers(lo_h, hi_h + 1, size=starts.shape[0]) if hi_h > lo_h else None
+    if length is not None:  # cut each walk to its drawn length
+        cols = np.arange(hi_h)
+        rels[cols[None, :] >= length[:, None]] = -1
+        nodes[:, 1:][cols[None, :] >= length[:, None]] = -1
+    keep = rels[:, 0] >= 0  # at least one hop
+    nodes, rels = nodes[keep], rels[keep]
+    first = _first_unique(nodes, rels, graph.n_nodes, graph.n_relations)
+    log.info("pretrain paths: %d walks from %d starts, %d distinct", keep.sum(), starts.size, first.size)
+    return PathBatch(nodes[first], rels[first])
+
+
+# ---------------------------------------------------------------------------------- fine-tuning
+def sample_user_paths(
+    graph: CollaborativeGraph,
+    train,
+    *,
+    max_paths_per_user: int = 250,
+    hop_length: int = 3,
+    collaborative: bool = True,
+    seed: int = 2024,
+    ui_share: float | None = 0.5,
+    max_rounds: int = 12,
+) -> PathBatch:
+    """Up to ``max_paths_per_user`` distinct paths per user from the user to another training item.
+
+    See the module docstring for the path rule. Constrained random walks with rejection, in rounds
+    over all users at once: each round draws for every unfinished user about as many walks as its
+    observed acceptance rate says it needs, keeps the valid ones and drops duplicates. A user stops
+    when full, or when a round of enough walks adds no new path (few valid paths exist). Users with
+    fewer than two training items get no path. Output is grouped by user, in order of discovery.
+    """
+    if hop_length < 3 or hop_length % 2 == 0:
+        raise ValueError(f"hop_length must be odd and >= 3 (user -> item ... -> item), got {hop_length}")
+    cap = int(max_paths_per_user)
+    n_users, n_nodes, n_items = graph.n_users, graph.n_nodes, graph.n_items
+    h1 = hop_length + 1
+    rng = np.random.default_rng(seed)
+    walker = _Walker(graph, ui_share)
+    train_keys = np.unique(np.asarray(train.users, np.int64) * n_items + np.asarray(train.items, np.int64))
+    n_train_items = np.bincount(train_keys // n_items, minlength=n_users)
+
+    kept_nodes = np.zeros((0, h1), dtype=np.int64)
+    kept_rels = np.zeros((0, hop_length), dtype=np.int64)
+    have = np.zeros(n_users, dtype=np.int64)
+    active = (n_train_items >= 2) & (graph.degree()[:n_users] > 0) & (cap > 0)
+    acceptance = np.full(n_users, 0.25)  # prior guess; replaced by the observed rate after round 1
+    last_walks = np.full(n_users, 4 * cap + 16)  # per-user walks grow at most 4x per round
+    min_tries = max(8 * cap, 256)  # a user stops on a round of at least this many fruitless walks
+    for rnd in range(max_rounds):
+        users = np.flatnonzero(active)
+        if users.size == 0:
+            break
+        need = cap - have[users]
+        n_walks = np.ceil(need / np.maximum(acceptance[users], 1e-3) * 1.3).astype(np.int64)
+        n_walks = np.clip(n_walks, 16, np.minimum(4 * last_walks[users], 200 * cap))
+        last_walks[users] = n_walks
+        starts = np.repeat(users, n_walks)
+        pieces_n, pieces_r = [], []
+        for c in range(0, starts.size, _CHUNK_WALKS):
+            nodes, rels = _user_walks(walker, rng, starts[c:c + _CHUNK_WALKS], hop_length, collaborative,
+                                      train_keys, n_items)
+            pieces_n.append(nodes)
+            pieces_r.append(rels)
+        all_n = np.concatenate([kept_nodes] + pieces_n)
+        all_r = np.concatenate([kept_rels] + pieces_r)
+        first = _first_unique(all_n, all_r, n_nodes, graph.n_relations)  # old rows come first
+        all_n, all_r = all_n[first], all_r[first]
+        order = np.argsort(all_n[:, 0], kind="stable")  # group by user, discovery order within
+        all_n, all_r = all_n[order], all_r[order]
+        count = np.bincount(all_n[:, 0], minlength=n_users)
+        rank = np.arange(all_n.shape[0]) - np.repeat(np.cumsum(count) - count, count)
+        keep = rank < cap
+        kept_nodes, kept_rels = all_n[keep], all_r[keep]
+        new_have = np.minimum(count, cap)
+        gained = new_have[users] - have[users]
+        have = new_have
+        acceptance[users] = np.maximum(gained / n_walks, 1e-3)
+        active[users] = (have[users] < cap) & ~((gained == 0) & (n_walks >= min_tries))
+        log.debug("user paths round %d: %d walks, %d paths, %d users active",
+                  rnd, starts.size, kept_nodes.shape[0], active.sum())
+    log.info("user paths: %d paths for %d users (%d full)", kept_nodes.shape[0], (have > 0).sum(),
+             (have >= cap).sum())
+    return PathBatch(kept_nodes, kept_rels)
+
+
+def _user_walks(walker: _Walker, rng, starts, hop_length, collaborative, train_keys, n_items):
+    """Walk from users and keep the valid fine-tuning paths (see module docstring)."""
+    g = walker.graph
+    nodes, rels = _walk(walker, rng, starts, hop_length, True, collaborative)
+    ok = rels[:, -1] >= 0  # reached full length
+    ok &= rels[:, 0] == UI_RELATION
+    first, last = nodes[:, 1] - g.n_users, nodes[:, -1] - g.n_users
+    ok &= (last >= 0) & (last < n_items) & (first >= 0) & (first < n_items)
+    for col in (first, last):  # both ends are training items of the user
+        key = starts * n_items + np.where(ok, col, 0)
+        pos = np.minimum(np.searchsorted(train_keys, key), train_keys.size - 1)
+        ok &= train_keys[pos] == key
+    for i in range(nodes.shape[1]):  # simple path: no node twice (also gives I' != I)
+        for j in range(i + 1, nodes.shape[1]):
+            ok &= nodes[:, i] != nodes[:, j]
+    return nodes[ok], rels[ok]

@@ -1,0 +1,132 @@
+"""Checkpoints: identical logits after a round trip, atomic writes, clear errors on mismatches."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from kgglm.data.synthetic import make_synthetic_dataset
+from kgglm.model.gpt import KGGLM, ModelConfig
+from kgglm.paths.vocab import Vocabulary
+from kgglm.train import checkpoint as ckpt
+from kgglm.train.checkpoint import (CheckpointError, load_checkpoint, load_pretrained_for_finetune,
+                                    load_training_state, resolve_checkpoint, save_checkpoint)
+
+
+@pytest.fixture()
+def vocab() -> Vocabulary:
+    ds = make_synthetic_dataset(n_users=10, n_items=9)
+    return Vocabulary.from_graph(ds.graph, ds.name)
+
+
+def model_for(vocab: Vocabulary, size: int = 32, layers: int = 1, heads: int = 4, seed: int = 0) -> KGGLM:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(vocab_size=vocab.size, n_positions=9, embedding_size=size, num_heads=heads,
+                      num_layers=layers, dropout=0.0)
+    return KGGLM(cfg, torch.from_numpy(vocab.token_types())).eval()
+
+
+def test_save_load_gives_identical_logits(vocab, tmp_path):
+    model = model_for(vocab, layers=2)
+    state = {"step": 7, "rng_cpu": torch.get_rng_state(), "history": [{"score": 0.5, "metrics": {"a": 1.0}}]}
+    out = save_checkpoint(tmp_path / "ck", model, vocab, train_config={"learning_rate": 2e-4},
+                          meta={"stage": "pretrain", "step": 7}, training_state=state)
+    assert sorted(os.listdir(out)) == ["config.json", "model.safetensors", "training_state.pt", "vocab.json"]
+    assert sorted(os.listdir(tmp_path)) == ["ck"]  # no temporary directory left behind
+    loaded, v2, meta = load_checkpoint(out)
+    assert v2 == vocab and meta["stage"] == "pretrain" and meta["step"] == 7
+    assert meta["dataset"] == vocab.dataset and meta["vocab_size"] == vocab.size
+    assert meta["train_config"]["learning_rate"] == 2e-4
+    assert ModelConfig.from_dict(meta["model_config"]) == model.config
+    x = torch.randint(0, vocab.size, (4, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x)[0], model(x)[0], rtol=0, atol=0)
+    st = load_training_state(out)
+    assert st["step"] == 7 and torch.equal(st["rng_cpu"], state["rng_cpu"])
+
+
+def test_overwrite_and_interrupted_save_keep_a_valid_checkpoint(vocab, tmp_path, monkeypatch):
+    a, b = model_for(vocab, seed=1), model_for(vocab, seed=2)
+    save_checkpoint(tmp_path / "ck", a, vocab)
+
+    def broken(*args, **kw):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path / "ck", b, vocab)
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["ck"]
+    loaded, _, _ = load_checkpoint(tmp_path / "ck")
+    assert torch.equal(loaded.wte.weight, a.wte.weight)
+    save_checkpoint(tmp_path / "ck", b, vocab)  # replacing an existing checkpoint works
+    loaded, _, _ = load_checkpoint(tmp_path / "ck")
+    assert torch.equal(loaded.wte.weight, b.wte.weight)
+    assert sorted(os.listdir(tmp_path)) == ["ck"]
+
+
+def test_resolve_picks_newest_and_explains_missing(vocab, tmp_path):
+    model = model_for(vocab)
+    for step in (5, 10):
+        save_checkpoint(tmp_path / f"step-{step:07d}", model, vocab, meta={"step": step})
+    save_checkpoint(tmp_path / "best", model, vocab, meta={"step": 3, "created": 0.0})
+    assert resolve_checkpoint(tmp_path) == tmp_path / "step-0000010"
+    assert resolve_checkpoint(tmp_path / "best") == tmp_path / "best"
+    _, _, meta = load_checkpoint(tmp_path)
+    assert meta["step"] == 10
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no checkpoint found"):
+        resolve_checkpoint(tmp_path / "empty")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        resolve_checkpoint(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="resumable"):
+        resolve_checkpoint(tmp_path, require_state=True)
+
+
+def test_broken_config_names_file_and_line(vocab, tmp_path):
+    out = save_checkpoint(tmp_path / "ck", model_for(vocab), vocab)
+    (out / "config.json").write_text('{"format": "kgglm-checkpoint",\n "model": }')
+    with pytest.raises(CheckpointError, match=r"config\.json, line 2"):
+        load_checkpoint(out)
+    (out / "config.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(CheckpointError, match="'format'"):
+        load_checkpoint(out)
+
+
+def test_finetune_loads_matching_pretrained_model(vocab, tmp_path):
+    pre = model_for(vocab)
+    save_checkpoint(tmp_path / "pre" / "step-0000001", pre, vocab, meta={"stage": "pretrain", "step": 1})
+    cfg = ModelConfig.from_dict({**pre.config.to_dict(), "dropout": 0.3})
+    model, meta = load_pretrained_for_finetune(tmp_path / "pre", vocab, cfg)
+    assert model.training and model.config.dropout == 0.3 and meta["step"] == 1
+    for a, b in zip(pre.parameters(), model.parameters()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("change, message", [
+    ("dataset", "pre-trained on dataset 'other'"),
+    ("vocab", "different vocabulary.*n_users 10 != 11"),
+    ("size", "different model size.*embedding_size 32 != 64"),
+    ("layers", "different model size.*num_layers 1 != 2"),
+])
+def test_mismatched_pre_model_path_gives_clear_error(vocab, tmp_path, change, message):
+    pre = model_for(vocab)
+    save_checkpoint(tmp_path / "pre", pre, vocab)
+    now, cfg = vocab, pre.config
+    if change == "dataset":  # same sizes, pre-trained on another dataset
+        other = Vocabulary(vocab.n_users, vocab.n_items, vocab.n_entities, vocab.n_relations, "other")
+        save_checkpoint(tmp_path / "pre", pre, other)
+    elif change == "vocab":
+        now = Vocabulary(vocab.n_users + 1, vocab.n_items, vocab.n_entities, vocab.n_relations, vocab.dataset)
+        cfg = ModelConfig.from_dict({**cfg.to_dict(), "vocab_size": now.size})
+    elif change == "size":
+        cfg = ModelConfig.from_dict({**cfg.to_dict(), "embedding_size": 64})
+    else:
+        cfg = ModelConfig.from_dict({**cfg.to_dict(), "num_layers": 2})
+    with pytest.raises(CheckpointError, match=message):
+        load_pretrained_for_finetune(tmp_path / "pre", now, cfg)
+    with pytest.raises(CheckpointError, match="needs pre_model_path"):
+        load_pretrained_for_finetune("", vocab, pre.config)
