@@ -98,15 +98,17 @@ def _patch_offline_base_model():
 
 
 def _timed(cls, name: str, timings: dict):
-    """Wrap cls.name so each call adds its wall seconds to timings[name]."""
+    """Wrap cls.name so each call adds its wall and this process's CPU seconds to timings[name]
+    (CPU time of worker processes, e.g. joblib's loky pool, is not included)."""
     original = getattr(cls, name)
 
     def wrapper(*args, **kwargs):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             return original(*args, **kwargs)
         finally:
-            timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+            wall_s, cpu_s = timings.get(name, (0.0, 0.0))
+            timings[name] = (wall_s + time.perf_counter() - start, cpu_s + time.process_time() - cpu)
 
     setattr(cls, name, wrapper)
 
@@ -148,7 +150,7 @@ def _build_corpus(args, stage: str, out: dict):
     start = time.perf_counter()
     train_data, valid_data, test_data = data_preparation(config, dataset)
     out["data_preparation_s"] = time.perf_counter() - start
-    out["corpus_phases_s"] = timings
+    out["corpus_phases_wall_cpu_s"] = timings
     ds = train_data.dataset
     out["raw_paths"] = ds.path_dataset.count("\n")
     out["tokenized_paths"] = len(ds)
@@ -164,10 +166,11 @@ def _train(args, config, trainer, train_data, out: dict):
 
     class Throughput(TrainerCallback):
         def __init__(self):
-            self.step_ends = []
+            self.step_ends, self.cpu_ends = [], []
 
         def on_step_end(self, targs, state, control, **kwargs):
             self.step_ends.append(time.perf_counter())
+            self.cpu_ends.append(time.process_time())
             steady = self.step_ends[args.warmup_steps:]
             if len(steady) > 1 and steady[-1] - steady[0] >= args.train_seconds:
                 control.should_training_stop = True
@@ -189,6 +192,7 @@ def _train(args, config, trainer, train_data, out: dict):
         secs = steady[-1] - steady[0]
         out["train_steady_steps"], out["train_steady_s"] = steps, secs
         out["train_paths_per_s"] = steps * config["train_batch_size"] / secs
+        out["train_steady_cpu_s"] = meter.cpu_ends[-1] - meter.cpu_ends[args.warmup_steps]
     out["load_avg_after_train"] = os.getloadavg()
 
 
@@ -241,7 +245,7 @@ def cmd_finetune(args, out):
     out["eval_test_users_total"] = len(test_data._source_list) if hasattr(test_data, "_source_list") else None
     out["load_avg_before_eval"] = os.getloadavg()
     with torch.no_grad():
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for i, batched in enumerate(test_data):
             if i >= args.eval_batches:
                 break
@@ -252,13 +256,47 @@ def cmd_finetune(args, out):
             print(f"eval batch {i}: {users} users, {batch_times[-1]:.1f} s", flush=True)
     total = batch_times[-1]
     out.update(eval_users=users, eval_s=total, eval_users_per_s=users / total,
+               eval_cpu_s=time.process_time() - cpu,
                eval_generate_s=gen_time["s"], eval_batch_cumulative_s=batch_times,
                load_avg_after_eval=os.getloadavg())
 
 
+def cmd_sample_users(args, out):
+    """Time hopwise's per-user 'simple-ui' path sampler (KGGLM's default strategy) on a random subset
+    of users and extrapolate; the full corpus is too large to build on a small machine."""
+    import numpy as np
+    from hopwise.data import create_dataset
+    from hopwise.data.dataset import KGGLMDataset
+    from hopwise.data.dataset import kg_path_dataset as kpd
+
+    KGGLMDataset.generate_user_path_dataset = lambda self: None  # split only, sample below
+    KGGLMDataset.tokenize_path_dataset = lambda self: None
+    config = _config(args, "finetune")
+    out["strategy"] = "simple-ui"
+    train = create_dataset(config).build()[0]
+    graph = train._create_ckg_igraph(show_relation=True, directed=False)
+    used_ids = train.get_user_used_ids()
+    wrapper = kpd._generate_user_paths_all_simple_per_user_and_positive
+    factory = wrapper.__closure__[wrapper.__code__.co_freevars.index("sampling_func_factory")].cell_contents
+    process_user = factory(graph, used_ids, temporal_matrix=None, path_hop_length=train.path_hop_length - 1,
+                           user_num=train.user_num, item_num=train.item_num,
+                           max_paths_per_user=train.max_paths_per_user, collaborative_path=train.collaborative_path)
+    users = np.random.default_rng(args.seed).choice(np.arange(1, train.user_num), args.sample_users, replace=False)
+    n_paths, start, cpu = [], time.perf_counter(), time.process_time()
+    for u in users:
+        n_paths.append(len(process_user(int(u))))
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    n_users = train.user_num - 1
+    out.update(sampled_users=len(users), sample_wall_s=wall, sample_cpu_s=cpu,
+               paths_per_user_mean=float(np.mean(n_paths)), train_positives_per_user=float(
+                   np.mean([len(used_ids[u]) for u in users])),
+               est_total_paths=float(np.mean(n_paths)) * n_users,
+               est_sampling_cpu_s_all_users=cpu / len(users) * n_users)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=["pretrain", "finetune"])
+    p.add_argument("command", choices=["pretrain", "finetune", "sample-users"])
     p.add_argument("--data-path", required=True, help="folder holding <dataset>/<dataset>.inter etc.")
     p.add_argument("--dataset", default="ml-100k")
     p.add_argument("--workdir", default=".", help="hopwise writes saved/, log/, log_tensorboard/ here")
@@ -275,6 +313,7 @@ def main(argv=None) -> int:
     p.add_argument("--train-seconds", type=float, default=0.0)
     p.add_argument("--warmup-steps", type=int, default=3, help="steps excluded from the throughput")
     p.add_argument("--eval-batches", type=int, default=0)
+    p.add_argument("--sample-users", type=int, default=8, help="sample-users: how many users to time")
     p.add_argument("--max-rss-gib", type=float, default=14.0)
     args = p.parse_args(argv)
 
@@ -291,7 +330,8 @@ def main(argv=None) -> int:
     out = {"command": args.command, "hopwise": hopwise.__version__, "transformers": transformers.__version__,
            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count()}
     start = time.perf_counter()
-    {"pretrain": cmd_pretrain, "finetune": cmd_finetune}[args.command](args, out)
+    commands = {"pretrain": cmd_pretrain, "finetune": cmd_finetune, "sample-users": cmd_sample_users}
+    commands[args.command](args, out)
     out["total_s"] = time.perf_counter() - start
     out["peak_rss_gib"] = max(_peak_rss_gib(), watchdog.peak)
     print("RESULT " + json.dumps(out, default=str), flush=True)

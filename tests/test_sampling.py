@@ -159,8 +159,8 @@ def test_pretrain_leaf_walks_back_and_bad_args():
 
 
 # ------------------------------------------------------------------------------------ fine-tuning
-def check_user_paths(dataset_or_graph, train, batch, hops, cap, other_splits=()):
-    g = dataset_or_graph
+def check_user_paths(g, train, batch, hops, cap, other_splits=(), graph_train=None):
+    """``train``: the users' training items; ``graph_train``: all training edges in the graph."""
     assert_real_paths(g, batch)
     assert batch.nodes.shape == (len(batch), hops + 1) and (batch.hops == hops).all()
     n, u = batch.nodes, batch.nodes[:, 0]
@@ -175,6 +175,8 @@ def check_user_paths(dataset_or_graph, train, batch, hops, cap, other_splits=())
     held = set()
     for s in other_splits:
         held |= set(zip(s.users.tolist(), (s.items + g.n_users).tolist()))
+    if graph_train is not None:
+        train_pairs = set(zip(graph_train.users.tolist(), (graph_train.items + g.n_users).tolist()))
     held -= train_pairs
     ui = batch.relations == 0
     a, b = n[:, :-1][ui], n[:, 1:][ui]
@@ -189,7 +191,7 @@ def test_user_paths_equal_brute_force_when_cap_is_large(toy_dataset, hops, colla
         ds = _sub_dataset(ds, n_users=9)
     train = ds.splits["train"]
     b = sample_user_paths(ds.graph, train, max_paths_per_user=100_000, hop_length=hops,
-                          collaborative=collaborative, seed=7, max_rounds=20)
+                          collaborative=collaborative, seed=7)
     check_user_paths(ds.graph, train, b, hops, 100_000, (ds.splits["valid"], ds.splits["test"]))
     expected = brute_user_paths(ds.graph, train, hops, collaborative)
     assert rows(b) <= expected
@@ -268,7 +270,7 @@ def test_real_user_paths(ml100k):
     keep = np.isin(sp["train"].users, users)
     train = Interactions(sp["train"].users[keep], sp["train"].items[keep])
     b = sample_user_paths(g, train, max_paths_per_user=20, seed=2024)
-    check_user_paths(g, train, b, 3, 20, (sp["valid"], sp["test"]))
+    check_user_paths(g, train, b, 3, 20, (sp["valid"], sp["test"]), graph_train=sp["train"])
     assert set(b.nodes[:, 0].tolist()) == set(users.tolist())
     assert (np.bincount(b.nodes[:, 0]) [users] == 20).all()
     assert (b.relations[:, 1] == 0).any() and (b.relations[:, 1] != 0).any()  # both path kinds
@@ -287,3 +289,18 @@ def _sub_dataset(ds, n_users: int):
     graph = build_graph(n_users, ds.n_items, ds.n_entities, ds.n_relations, splits["train"],
                         ds.kg_heads - ds.n_users + n_users, ds.kg_relations, ds.kg_tails - ds.n_users + n_users)
     return replace(ds, user_tokens=ds.user_tokens[:n_users], splits=splits, graph=graph)
+
+
+def test_exact_back_step_fallback(monkeypatch):
+    """With no rejection rounds every walk goes through the exact fallback: never back, all options."""
+    import kgglm.paths.sampling as sampling
+
+    monkeypatch.setattr(sampling, "_BACKSTEP_ROUNDS", 0)
+    # E0 - I0 by relations 1 and 2 (two edges back), I0 - E1 by relation 1; E2 - I1 alone (leaf)
+    g = CollaborativeGraph.from_edges(0, 2, 3, 3, np.array([2, 2, 0, 1]), np.array([1, 2, 1, 1]),
+                                      np.array([0, 0, 3, 4]))
+    b = sample_pretrain_paths(g, paths_per_node=300, hop_range=(2, 2), seed=0)
+    assert_real_paths(g, b)
+    assert rows(b) == brute_walks(g, 2)
+    from_e0 = b.nodes[b.nodes[:, 0] == 2]
+    assert (from_e0[:, 2] == 3).all()  # E0 -> I0 -> E1, never back to E0

@@ -197,3 +197,15 @@ def test_early_stopping_keeps_best_checkpoint(corpus, tmp_path):
     assert res.best_score == 0.5
     _, _, meta = load_checkpoint(tmp_path / "best")
     assert meta["step"] == 2 * steps_per_epoch
+    again = train(model, tokens, config(epochs=7), checkpoint_dir=tmp_path, vocab=vocab, resume=True,
+                  evaluate_fn=lambda m: (next(scores), {}), stopping_step=3)
+    assert again.stopped_early and again.step == res.step  # an early-stopped run is not restarted
+
+
+def test_corpus_errors_are_clear(corpus, tmp_path):
+    ds, vocab, tokens = corpus
+    model = tiny_model(vocab)
+    with pytest.raises(ValueError, match="outside"):
+        train(model, tokens + vocab.size, config(), checkpoint_dir=tmp_path, vocab=vocab)
+    with pytest.raises(ValueError, match="n_positions"):
+        train(model, np.concatenate([tokens, tokens], 1), config(), checkpoint_dir=tmp_path, vocab=vocab)

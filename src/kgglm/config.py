@@ -241,7 +241,10 @@ class Config(Mapping):
                 raise ConfigError(f"{where}: set {key!r} with the {key} argument "
                                   f"(--{key} on the command line), not as a config key")
             if key not in self._defaults:
-                raise ConfigError(f"unknown config key {key!r} ({where}){_suggest(key, self._defaults)}")
+                nested = [f"{k}.{key}" for k, v in self._defaults.items() if isinstance(v, dict) and key in v]
+                hint = (f"; {key} belongs under {nested[0].split('.')[0]}: (write {nested[0]})" if nested
+                        else _suggest(key, self._defaults))
+                raise ConfigError(f"unknown config key {key!r} ({where}){hint}")
             default = self._defaults[key]
             value = _coerce(key, value, default, where)
             if isinstance(default, dict) and value is not None:
@@ -335,6 +338,12 @@ class Config(Mapping):
             raise KeyError(f"unknown section {name!r}; sections: {', '.join(self.sections())}")
         return {k: _deep_copy(self._values[k]) for k in keys}
 
+    def changed(self) -> dict:
+        """Keys whose resolved value differs from the package default (plus model and dataset)."""
+        out = {k: self._values[k] for k in ("model", "dataset", "preset") if self._values.get(k)}
+        out.update({k: v for k, v in self._values.items() if k in self._defaults and v != self._defaults[k]})
+        return _deep_copy(out)
+
     def to_dict(self) -> dict:
         return _deep_copy(self._values)
 
@@ -388,4 +397,7 @@ def markdown_table() -> str:
 if __name__ == "__main__":  # python -m kgglm.config --markdown
     import sys
 
-    print(markdown_table() if "--markdown" in sys.argv else Config(cmd_args=sys.argv[1:]))
+    if "--markdown" in sys.argv:
+        sys.stdout.write(markdown_table())
+    else:
+        print(Config(cmd_args=sys.argv[1:]))

@@ -23,12 +23,13 @@ def setup_logging(level: str | int = "INFO") -> logging.Logger:
     """Send ``kgglm.*`` records at ``level`` and above to stderr (idempotent); return the logger."""
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(_level(level))
-    if not any(getattr(h, _CONSOLE_FLAG, False) for h in logger.handlers):
+    # An application (or pytest) that configured the root logger gets our records through it;
+    # otherwise we print them ourselves. Records still propagate, so nothing is printed twice.
+    if not logging.getLogger().handlers and not any(getattr(h, _CONSOLE_FLAG, False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(FORMAT, DATEFMT))
         setattr(handler, _CONSOLE_FLAG, True)
         logger.addHandler(handler)
-    logger.propagate = False  # our console handler prints; do not print twice through the root
     return logger
 
 

@@ -38,6 +38,7 @@ __all__ = ["RunResult", "evaluate_checkpoint", "recommend_from_checkpoint", "run
 logger = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
+SHARE_KEYS = ("path_coverage", "valid_paths", "score")
 
 
 @dataclass
@@ -121,6 +122,9 @@ def run_kgglm(
     config = Config(model, dataset, config_file_list=config_file_list, config_dict=config_dict,
                     cmd_args=cmd_args, preset=preset)
     stage = config["train_stage"] if model == "KGGLM" else None
+    if stage == "finetune" and not str(config["pre_model_path"]).strip():
+        raise ConfigError("train_stage 'finetune' needs pre_model_path: the pretrain checkpoint directory, "
+                          f"e.g. {Path(config['checkpoint_dir']) / PRETRAIN_DIR}/")
     run_dir = make_run_dir(config, stage or "eval")
     result = RunResult(model, dataset, stage, run_dir=str(run_dir), config=config.to_dict())
     start = time.perf_counter()
@@ -129,14 +133,12 @@ def run_kgglm(
         data = load_dataset_for(config)
         if model == "Pop":
             result.best_valid_result = evaluate_pop(config, data, "valid")
+            result.best_valid_score = result.best_valid_result["score"]
             result.test_result = evaluate_pop(config, data, "test")
         elif stage == "pretrain":
             ckpt_dir = Path(config["checkpoint_dir"]) / PRETRAIN_DIR
             pretrain_stage(config, data, ckpt_dir, result)
         else:
-            if not str(config["pre_model_path"]).strip():
-                raise ConfigError("train_stage 'finetune' needs pre_model_path: the pretrain checkpoint "
-                                  f"directory, e.g. {Path(config['checkpoint_dir']) / PRETRAIN_DIR}/")
             finetune_stage(config, data, config["pre_model_path"], run_dir, result)
         _finish(result, start)
     if not saved:
@@ -163,7 +165,8 @@ def run_pipeline(
     preset: str | None = None,
 ) -> RunResult:
     """The whole job in one run directory: pretrain, finetune (validation, early stopping), test,
-    the Pop baseline on the same split, the recommendations export and a few explained examples."""
+    the Pop baseline on the same split, the recommendations export and a few explained examples.
+    With ``pre_model_path`` set, pre-training is skipped and that model is fine-tuned."""
     config = Config(model, dataset, config_file_list=config_file_list, config_dict=config_dict,
                     cmd_args=cmd_args, preset=preset)
     if model == "Pop":
@@ -174,13 +177,16 @@ def run_pipeline(
     with log_to_file(run_dir / "run.log", config["state"]) as log_path:
         _start(config, run_dir, result, log_path)
         data = load_dataset_for(config)
-        pre = RunResult(model, dataset, "pretrain")
-        pretrain_stage(config, data, run_dir / "pretrain", pre)
-        result.files["pretrain_checkpoint"] = pre.checkpoint
-        result.train_stats["pretrain"] = pre.train_stats
-        config["pre_model_path"] = pre.checkpoint
+        if str(config["pre_model_path"]).strip():  # an existing pretrained model: fine-tune it
+            logger.info("pre_model_path is set: skipping pre-training, fine-tuning %s", config["pre_model_path"])
+        else:
+            pre = RunResult(model, dataset, "pretrain")
+            pretrain_stage(config, data, run_dir / "pretrain", pre)
+            result.files["pretrain_checkpoint"] = pre.checkpoint
+            result.train_stats["pretrain"] = pre.train_stats
+            config["pre_model_path"] = pre.checkpoint
         config["train_stage"] = "finetune"
-        finetune_stage(config, data, pre.checkpoint, run_dir, result)
+        finetune_stage(config, data, config["pre_model_path"], run_dir, result)
         result.baseline_test_result = evaluate_pop(config, data, "test")
         _finish(result, start)
     return result
@@ -215,8 +221,7 @@ def _start(config: Config, run_dir: Path, result: RunResult, log_path: Path) -> 
     result.files["config"] = str(config.save(run_dir))
     result.files["log"] = str(log_path)
     logger.info("run directory %s", run_dir)
-    changed = {k: config[k] for k, src in config.sources.items() if src != "defaults"}
-    logger.info("config (%s; non-default keys): %s", result.files["config"], changed)
+    logger.info("config (%s; non-default keys): %s", result.files["config"], config.changed())
     logger.debug("resolved config:\n%s", config)
 
 
@@ -240,14 +245,18 @@ def format_metrics(columns: Mapping[str, Mapping[str, Any]]) -> str:
     heads = list(columns)
     widths = [max(len(h), 8) for h in heads]
 
-    def cell(v: Any) -> str:
-        if isinstance(v, float) and not (v.is_integer() and abs(v) > 1):
-            return f"{v:.4f}"
-        return "-" if v is None else str(int(v) if isinstance(v, float) else v)
+    def cell(name: str, v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float) and ("@" in name or name in SHARE_KEYS):
+            return f"{v:.4f}"  # metrics and shares
+        if isinstance(v, float) and v.is_integer():
+            return str(int(v))  # counts (the trainer's history stores every value as a float)
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
 
     lines = [" " * width + "  " + "  ".join(h.rjust(w) for h, w in zip(heads, widths))]
     for n in names:
-        lines.append(n.ljust(width) + "  " + "  ".join(cell(columns[h].get(n)).rjust(w)
+        lines.append(n.ljust(width) + "  " + "  ".join(cell(n, columns[h].get(n)).rjust(w)
                                                        for h, w in zip(heads, widths)))
     return "\n".join(lines)
 

@@ -77,6 +77,10 @@ def pretrain_stage(config: Config, data: Dataset, ckpt_dir: Path, result) -> Non
     args = corpus_args_from_config(config, "pretrain")
     args["include_users"] = bool(config["path_sample_args"]["pretrain_include_users"])
     tokens = build_corpus(data, vocab, stage="pretrain", **args)
+    cap = config["path_sample_args"]["pretrain_max_paths"]
+    if cap is not None and tokens.shape[0] > int(cap):
+        keep = np.random.default_rng(config["seed"]).choice(tokens.shape[0], int(cap), replace=False)
+        tokens = tokens[np.sort(keep)]
     logger.info("pretrain corpus: %d paths of up to %d tokens", tokens.shape[0], tokens.shape[1])
     model = KGGLM(model_config_for(config, vocab, _context_length(config)), torch.from_numpy(vocab.token_types()))
     logger.info("model: %.2fM parameters", model.num_parameters() / 1e6)
@@ -226,10 +230,12 @@ def recommend_from_checkpoint(path, user_ids: Iterable[str], k: int = 10, *, dat
     """Top-``k`` unseen items (not in train or valid) with explanation paths for original user ids."""
     model, vocab, data, config = load_for_serving(path, data_path=data_path, cmd_args=cmd_args)
     user_ids = [str(u) for u in user_ids]
-    try:
-        users = data.user_index(np.array(user_ids, dtype=object))
-    except KeyError as exc:
-        raise ConfigError(f"--user: {exc.args[0]} in dataset {data.name}") from None
+    known = np.isin(np.array(user_ids, dtype=str), data.user_tokens.astype(str))
+    if not known.all():
+        bad = user_ids[int(np.flatnonzero(~known)[0])]
+        raise ConfigError(f"unknown user id {bad!r} in dataset {data.name} (ids are the "
+                          f"{config['USER_ID_FIELD']} values of its .inter file, e.g. {str(data.user_tokens[0])!r})")
+    users = data.user_index(np.array(user_ids, dtype=object))
     gen = dict(config["path_generation_args"])
     gen.pop("paths_per_user", None)
     recs = recommend(model, data, users, vocab=vocab, split="test", topk=int(k),

@@ -52,6 +52,7 @@ class Param:
     high: float = 0.0
     q: float | None = None  # quniform step
     line: int = 0
+    source: str = "<params>"
 
     def suggest(self, trial) -> Any:
         """The value Optuna suggests for this parameter in ``trial``."""
@@ -109,7 +110,7 @@ def parse_params_text(text: str, source: str = "<params>") -> list[Param]:
             labels = [_label(v) for v in values]
             if len(set(map(repr, labels))) != len(labels):
                 raise fail("choice values must be distinct")
-            params.append(Param(name, kind, values=tuple(values), line=lineno))
+            params.append(Param(name, kind, values=tuple(values), line=lineno, source=source))
             continue
         want = 3 if kind == "quniform" else 2
         try:
@@ -124,7 +125,7 @@ def parse_params_text(text: str, source: str = "<params>") -> list[Param]:
         if kind == "quniform" and not 0 < nums[2] <= nums[1] - nums[0]:
             raise fail(f"quniform step q must be in (0, b-a], got q={nums[2]:g}")
         params.append(Param(name, kind, low=nums[0], high=nums[1],
-                            q=nums[2] if kind == "quniform" else None, line=lineno))
+                            q=nums[2] if kind == "quniform" else None, line=lineno, source=source))
     if not params:
         raise ParamsFileError(f"{source}: no parameters (one per line: 'name type values')")
     return params
@@ -154,7 +155,7 @@ def check_params(params: Iterable[Param]) -> None:
     defaults = yaml.safe_load(OVERALL_FILE.read_text())
     for p in params:
         parent, _, sub = p.name.partition(".")
-        where = f"line {p.line}"
+        where = f"{p.source}, line {p.line}"
         if parent not in defaults:
             raise ParamsFileError(f"{where}: unknown config key {parent!r}{_suggest(parent, defaults)}")
         default = defaults[parent]
@@ -165,9 +166,9 @@ def check_params(params: Iterable[Param]) -> None:
             default = default[sub]
         for value in p.values if p.kind == "choice" else (p.low, p.high):
             try:
-                _coerce(p.name, value, default, where)
+                _coerce(p.name, value, default, "searched value")
             except ConfigError as exc:
-                raise ParamsFileError(str(exc)) from None
+                raise ParamsFileError(f"{where}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------- search
@@ -203,6 +204,10 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # we log each trial ourselves
     base = Config(model, dataset, config_file_list=config_file_list, config_dict=config_dict, preset=preset)
     check_params(params)
+    searched = {p.name for p in params}
+    if model == "KGGLM" and base["train_stage"] != "finetune" and "train_stage" not in searched:
+        raise ConfigError("tune maximises valid_metric, which only fine-tuning computes: set train_stage: "
+                          "finetune and pre_model_path (a pretrain checkpoint) in --config-files or --key=value")
     grid = all(p.kind == "choice" for p in params)
     if grid:
         space = {p.name: [_label(v) for v in p.values] for p in params}

@@ -83,7 +83,15 @@ def _sparse_head(model):
 
 def _pair_logits(h: torch.Tensor, w: torch.Tensor, rows: torch.Tensor, toks: torch.Tensor,
                  chunk: int = 1 << 15) -> torch.Tensor:
-    """``logits[p] = h[rows[p]] . w[toks[p]]`` in fixed-size chunks (bounded memory)."""
+    """``logits[p] = h[rows[p]] . w[toks[p]]`` for the legal pairs only.
+
+    When few distinct tokens are involved (relations, items, ...) one matmul against their
+    embedding rows is fastest; otherwise per-pair dot products in fixed-size chunks.
+    """
+    uniq, inv = torch.unique(toks, return_inverse=True)
+    if h.shape[0] * uniq.shape[0] <= 16 * rows.shape[0]:
+        sub = h.float() @ w[uniq].float().T  # [rows, distinct tokens]
+        return sub[rows, inv]
     out = torch.empty(rows.shape[0], device=h.device, dtype=torch.float32)
     for s in range(0, rows.shape[0], chunk):  # loop over memory chunks, not rows or users
         e = s + chunk

@@ -131,7 +131,15 @@ class GraphConstraint:
         self._g_start, self._g_end = t(g_start), t(g_end)
         self._can_finish, self._group_ok = t(can_finish, torch.bool), t(group_ok, torch.bool)
         ex_users = np.repeat(np.arange(graph.n_users, dtype=np.int64), np.diff(ex_indptr))
-        self._ex_keys = t(np.sort(ex_users * graph.n_items + ex_items))  # sorted (user, item) keys
+        ex_keys = np.sort(ex_users * graph.n_items + ex_items)
+        self._ex_keys = t(ex_keys)  # sorted (user, item) keys
+        # A path that comes back to its own user one hop before the end can only finish on one of
+        # that user's graph items; when all of those are excluded (the usual case: the graph holds
+        # the training items and training items are excluded) it is a dead end, so forbid it.
+        ui = graph.relation == UI_RELATION
+        ui_users = src[ui & (src < graph.n_users)]
+        ui_keys = ui_users * graph.n_items + (graph.neighbor[ui & (src < graph.n_users)] - graph.n_users)
+        self._start_user_dead_end = bool(prune_dead_ends and h >= 2 and np.isin(ui_keys, ex_keys).all())
 
     # ------------------------------------------------------------------------------ helpers
     @property
@@ -179,6 +187,8 @@ class GraphConstraint:
         rows, e = _expand(lo, counts)
         dst = self._neighbor[e]
         ok = self._can_finish[self.hop_length - hop, dst]
+        if hop == self.hop_length - 1 and self._start_user_dead_end:
+            ok &= dst != (input_ids[:, 1] - self.node_offset)[rows]
         if hop == self.hop_length and self._ex_keys.numel():
             # drop items the user has seen: membership of (user, item) keys in the sorted excluded keys
             user = input_ids[:, 1] - self.node_offset

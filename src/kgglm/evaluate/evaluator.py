@@ -49,12 +49,8 @@ def rank_scores(scores: np.ndarray, excluded: tuple[np.ndarray, np.ndarray], k: 
     rows = np.repeat(np.arange(scores.shape[0]), np.diff(indptr))
     scores[rows, items] = -np.inf
     k = min(k, scores.shape[1])
-    # stable descending order: ties broken by lower item index (deterministic)
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
-        np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -part_scores))
-    top = np.take_along_axis(part, order, axis=1)
+    # stable descending sort: ties broken by lower item index, so rankings are deterministic
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return np.where(np.isfinite(np.take_along_axis(scores, top, axis=1)), top, -1)
 
 

@@ -240,7 +240,8 @@ class KGGLM(nn.Module):
         """
         cache = past_key_values
         if cache is None and use_cache:
-            dtype = torch.get_autocast_dtype(input_ids.device.type) if torch.is_autocast_enabled() else None
+            kind = input_ids.device.type
+            dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
             cache = self.new_cache(input_ids.shape[0], dtype=dtype)
         x = self.hidden_states(input_ids, cache)
         logits = F.linear(x, self.wte.weight)  # tied output embedding
@@ -249,49 +250,61 @@ class KGGLM(nn.Module):
     def loss(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Mean next-token cross-entropy; ``labels`` default to ``input_ids`` shifted, PAD ignored.
 
-        Only positions with a label are projected onto the vocabulary (the projection dominates
-        the cost when the vocabulary is large).
+        The output projection dominates the cost over a large vocabulary, so it goes through the
+        fused :class:`LinearCrossEntropy`. On CPU only labelled positions are projected (selecting
+        them syncs, which is free there); on GPU ignored rows are masked instead, avoiding a sync.
         """
         if labels is None:
             labels = next_token_labels(input_ids)
         x = self.hidden_states(input_ids)
-        keep = labels != IGNORE_INDEX
+        x, labels = x[:, :-1].flatten(0, 1), labels[:, :-1].flatten()  # the last position has no target
+        if x.device.type == "cpu":
+            keep = labels != IGNORE_INDEX
+            x, labels = x[keep], labels[keep]
         if torch.is_grad_enabled():
-            return LinearCrossEntropy.apply(x[keep], self.wte.weight, labels[keep])
-        return F.cross_entropy(F.linear(x[keep], self.wte.weight).float(), labels[keep])
+            return LinearCrossEntropy.apply(x, self.wte.weight, labels)
+        return F.cross_entropy(F.linear(x, self.wte.weight).float(), labels, ignore_index=IGNORE_INDEX)
 
 
 class LinearCrossEntropy(torch.autograd.Function):
-    """``cross_entropy(h @ w.T, y)`` (mean) with its gradient computed chunk by chunk in forward.
+    """``cross_entropy(h @ w.T, y, ignore_index=-100)`` with its gradient computed in forward.
 
-    Mathematically the same as the two-step version, but the ``[N, V]`` logits never exist all at
-    once and softmax/gradient are formed in place: over a large vocabulary this output layer is
-    most of the training cost, and the full-size log-softmax passes (and their memory) go away.
-    Matmuls run in ``h``'s dtype (bf16 under autocast), softmax in float32.
+    Mathematically the same as the two-step version, but the ``[N, V]`` logits are processed a
+    chunk at a time and turned into the gradient in place: over a large vocabulary this output
+    layer is most of the training cost, and the separate log-softmax backward passes (and their
+    memory) go away. Matmuls run in ``h``'s dtype (bf16 under autocast), softmax in float32.
     """
 
-    CHUNK = 1024  # rows per chunk: [CHUNK, V] float32 scratch
+    CHUNK = 4096  # rows per chunk (bounds the [CHUNK, V] float32 scratch)
 
     @staticmethod
     def forward(ctx, h: torch.Tensor, w: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        n = h.shape[0]
+        acc = torch.promote_types(h.dtype, torch.float32)
+        weight = (labels != IGNORE_INDEX).to(acc)  # 0 for ignored rows
+        safe = labels.clamp_min(0)
+        n = weight.sum().clamp_min(1.0)
         with torch.autocast(h.device.type, enabled=False):
             wc = w.to(h.dtype)
             grad_h = torch.empty_like(h)
-            grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device)
-            total = torch.zeros((), dtype=torch.float32, device=h.device)
-            for s in range(0, n, LinearCrossEntropy.CHUNK):
-                hc, yc = h[s:s + LinearCrossEntropy.CHUNK], labels[s:s + LinearCrossEntropy.CHUNK]
-                logits = (hc @ wc.T).float()
-                lse = torch.logsumexp(logits, dim=1)
-                total += (lse - logits.gather(1, yc[:, None]).squeeze(1)).sum()
-                probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
-                probs[torch.arange(len(yc), device=h.device), yc] -= 1.0  # d loss / d logits (x n)
+            grad_w = torch.zeros(w.shape, dtype=acc, device=w.device)
+            total = torch.zeros((), dtype=acc, device=h.device)
+            for s in range(0, h.shape[0], LinearCrossEntropy.CHUNK):
+                e = min(s + LinearCrossEntropy.CHUNK, h.shape[0])
+                hc, yc, wt = h[s:e], safe[s:e], weight[s:e, None]
+                logp = torch.log_softmax((hc @ wc.T).to(acc), dim=1)
+                total -= (logp.gather(1, yc[:, None]) * wt).sum()
+                probs = logp.exp_()  # softmax, in place
+                probs[torch.arange(e - s, device=h.device), yc] -= 1.0  # d loss_i / d logits_i
                 g = probs.to(h.dtype)
-                grad_h[s:s + len(yc)] = (g @ wc) / n
-                grad_w.addmm_(g.T.float() if g.dtype != torch.float32 else g.T, hc.float(), alpha=1.0 / n)
+                grad_h[s:e] = (g @ wc) * (wt / n).to(h.dtype)  # ignored rows get zero gradient
+                hw = (hc * wt.to(h.dtype)).to(g.dtype)
+                if g.dtype == acc:
+                    grad_w.addmm_(g.T, hw)
+                else:
+                    grad_w += g.T @ hw
+            grad_w /= n
         ctx.save_for_backward(grad_h, grad_w.to(w.dtype))
-        return total / max(n, 1)
+        return total / n
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 _BACKSTEP_ROUNDS = 3  # redraws before the exact (slower) fallback for walks that went back
 _CHUNK_WALKS = 1 << 21  # fine-tuning walks generated per vectorised batch (bounds peak memory)
+_MAX_USER_WALKS = 1 << 16  # fine-tuning walks per user and round, at most
+_SATURATION = 8  # a user whose valid walks repeat its known paths this often has no more to find
 
 
 @dataclass(frozen=True)
@@ -145,14 +147,16 @@ def _walk(walker: _Walker, rng, starts: np.ndarray, hops: int, first_ui: bool, t
     nodes = np.full((p, hops + 1), -1, dtype=np.int64)
     rels = np.full((p, hops), -1, dtype=np.int64)
     nodes[:, 0] = starts
-    alive = np.arange(p)
+    alive = slice(None)  # all walks, until the first dead end (then an index array)
     for h in range(hops):
         cur = nodes[alive, h]
-        prev = nodes[alive, h - 1] if h > 0 else np.full(alive.shape[0], -1, dtype=np.int64)
+        prev = nodes[alive, h - 1] if h > 0 else np.full(cur.shape[0], -1, dtype=np.int64)
         use_ui = first_ui if h == 0 else then_ui
         edge = walker.step(rng, cur, prev, use_ui)
         ok = edge >= 0
-        alive, edge = alive[ok], edge[ok]
+        if not ok.all():
+            alive = (np.arange(p) if isinstance(alive, slice) else alive)[ok]
+            edge = edge[ok]
         nodes[alive, h + 1] = walker.neighbor[edge]
         rels[alive, h] = walker.relation[edge]
     return nodes, rels
@@ -246,7 +250,7 @@ def sample_user_paths(
     See the module docstring for the path rule. Constrained random walks with rejection, in rounds
     over all users at once: each round draws for every unfinished user about as many walks as its
     observed acceptance rate says it needs, keeps the valid ones and drops duplicates. A user stops
-    when full, or when a round of enough walks adds no new path (few valid paths exist). Users with
+    when full, or when its valid walks keep repeating known paths (few valid paths exist). Users with
     fewer than two training items get no path. Output is grouped by user, in order of discovery.
     """
     if hop_length < 3 or hop_length % 2 == 0:
@@ -264,15 +268,15 @@ def sample_user_paths(
     have = np.zeros(n_users, dtype=np.int64)
     active = (n_train_items >= 2) & (graph.degree()[:n_users] > 0) & (cap > 0)
     acceptance = np.full(n_users, 0.25)  # prior guess; replaced by the observed rate after round 1
-    last_walks = np.full(n_users, 4 * cap + 16)  # per-user walks grow at most 4x per round
-    min_tries = max(8 * cap, 256)  # a user stops on a round of at least this many fruitless walks
+    last_walks = np.full(n_users, min(4 * cap + 16, _MAX_USER_WALKS // 16))  # grows <= 4x per round
+    min_tries = min(max(8 * cap, 256), _MAX_USER_WALKS)  # stop a user on this many fruitless walks
     for rnd in range(max_rounds):
         users = np.flatnonzero(active)
         if users.size == 0:
             break
         need = cap - have[users]
         n_walks = np.ceil(need / np.maximum(acceptance[users], 1e-3) * 1.3).astype(np.int64)
-        n_walks = np.clip(n_walks, 16, np.minimum(4 * last_walks[users], 200 * cap))
+        n_walks = np.clip(n_walks, 16, np.minimum(4 * last_walks[users], _MAX_USER_WALKS))
         last_walks[users] = n_walks
         starts = np.repeat(users, n_walks)
         pieces_n, pieces_r = [], []
@@ -295,7 +299,12 @@ def sample_user_paths(
         gained = new_have[users] - have[users]
         have = new_have
         acceptance[users] = np.maximum(gained / n_walks, 1e-3)
-        active[users] = (have[users] < cap) & ~((gained == 0) & (n_walks >= min_tries))
+        # Saturated: the round's valid walks hit the known paths SATURATION times each on average
+        # (yet the user is not full), or enough walks found nothing new. Best effort, not a proof.
+        valid = np.bincount(np.concatenate([x[:, 0] for x in pieces_n]), minlength=n_users)[users]
+        saturated = (have[users] > 0) & (valid >= _SATURATION * have[users])
+        saturated |= (gained == 0) & (n_walks >= min_tries)
+        active[users] = (have[users] < cap) & ~saturated
         log.debug("user paths round %d: %d walks, %d paths, %d users active",
                   rnd, starts.size, kept_nodes.shape[0], active.sum())
     log.info("user paths: %d paths for %d users (%d full)", kept_nodes.shape[0], (have > 0).sum(),
@@ -304,18 +313,21 @@ def sample_user_paths(
 
 
 def _user_walks(walker: _Walker, rng, starts, hop_length, collaborative, train_keys, n_items):
-    """Walk from users and keep the valid fine-tuning paths (see module docstring)."""
-    g = walker.graph
+    """Walk from users and keep the valid fine-tuning paths (see module docstring).
+
+    Cheap structural checks run first so the binary searches only see the survivors.
+    """
+    n_users = walker.graph.n_users
     nodes, rels = _walk(walker, rng, starts, hop_length, True, collaborative)
-    ok = rels[:, -1] >= 0  # reached full length
-    ok &= rels[:, 0] == UI_RELATION
-    first, last = nodes[:, 1] - g.n_users, nodes[:, -1] - g.n_users
-    ok &= (last >= 0) & (last < n_items) & (first >= 0) & (first < n_items)
-    for col in (first, last):  # both ends are training items of the user
-        key = starts * n_items + np.where(ok, col, 0)
-        pos = np.minimum(np.searchsorted(train_keys, key), train_keys.size - 1)
-        ok &= train_keys[pos] == key
+    ok = (rels[:, -1] >= 0) & (rels[:, 0] == UI_RELATION)  # full length, starts with a UI hop
+    ok &= (nodes[:, -1] >= n_users) & (nodes[:, -1] < n_users + n_items)  # ends at an item
     for i in range(nodes.shape[1]):  # simple path: no node twice (also gives I' != I)
         for j in range(i + 1, nodes.shape[1]):
             ok &= nodes[:, i] != nodes[:, j]
-    return nodes[ok], rels[ok]
+    nodes, rels = nodes[ok], rels[ok]
+    for col in (-1, 1):  # both ends are training items of the user (the last one rejects most)
+        key = nodes[:, 0] * n_items + (nodes[:, col] - n_users)
+        pos = np.minimum(np.searchsorted(train_keys, key), train_keys.size - 1)
+        ok = train_keys[pos] == key
+        nodes, rels = nodes[ok], rels[ok]
+    return nodes, rels

@@ -53,7 +53,7 @@ class TrainConfig:
     log_step: int = 10  # loss is read back from the device only every log_step steps
     seed: int = 2024
     device: str = "auto"  # auto -> cuda if available
-    mixed_precision: str = "auto"  # auto | bf16 | fp16 | no   (autocast on CUDA only)
+    mixed_precision: str = "auto"  # auto | bf16 | fp16 | no   (auto: autocast on CUDA only)
     show_progress: bool = True
     stage: str = "pretrain"
 
@@ -102,25 +102,31 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.de
 
 
 def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or config.mixed_precision == "no":
+    """auto: bf16 (else fp16) on CUDA, full precision on CPU; 'bf16' also enables CPU autocast."""
+    mode = config.mixed_precision
+    if mode not in ("auto", "bf16", "fp16", "no"):
+        raise ValueError(f"mixed_precision must be auto, bf16, fp16 or no, got {mode!r}")
+    if mode == "no":
         return None
-    if config.mixed_precision == "fp16":
+    if device.type != "cuda":
+        return torch.bfloat16 if (mode == "bf16" and device.type == "cpu") else None
+    if mode == "fp16" or not torch.cuda.is_bf16_supported():
         return torch.float16
-    if config.mixed_precision in ("bf16", "auto"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    raise ValueError(f"mixed_precision must be auto, bf16, fp16 or no, got {config.mixed_precision!r}")
+    return torch.bfloat16
 
 
 def _fingerprint(tokens: torch.Tensor) -> str:
     return hashlib.sha1(tokens.cpu().numpy().tobytes()).hexdigest()
 
 
-def _as_tokens(tokens, name: str, n_positions: int) -> torch.Tensor:
+def _as_tokens(tokens, name: str, n_positions: int, vocab_size: int) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(tokens) if not torch.is_tensor(tokens) else tokens, dtype=torch.long)
     if t.dim() != 2 or t.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty [paths, length] token array, got shape {tuple(t.shape)}")
     if t.shape[1] > n_positions:
         raise ValueError(f"{name} rows have {t.shape[1]} tokens but the model's n_positions is {n_positions}")
+    if t.min() < 0 or t.max() >= vocab_size:
+        raise ValueError(f"{name} has token ids outside [0, {vocab_size}) (built with another vocabulary?)")
     return t
 
 
@@ -128,7 +134,7 @@ def _as_tokens(tokens, name: str, n_positions: int) -> torch.Tensor:
 def validation_loss(model: KGGLM, tokens, batch_size: int = 256, device: torch.device | None = None) -> float:
     """Mean next-token cross-entropy over all non-PAD targets of ``tokens``."""
     device = device or model.wte.weight.device
-    tokens = _as_tokens(tokens, "valid_tokens", model.config.n_positions)
+    tokens = _as_tokens(tokens, "valid_tokens", model.config.n_positions, model.config.vocab_size)
     was_training = model.training
     model.eval()
     total, count = torch.zeros((), device=device), 0
@@ -157,7 +163,7 @@ def train(model: KGGLM, tokens, config: TrainConfig, *, checkpoint_dir: str | os
     device = resolve_device(config.device)
     model.to(device)
     checkpoint_dir = Path(checkpoint_dir)
-    data = _as_tokens(tokens, "tokens", model.config.n_positions).to(device)
+    data = _as_tokens(tokens, "tokens", model.config.n_positions, model.config.vocab_size).to(device)
     n_paths, seq_len = data.shape
     bs = config.train_batch_size
     steps_per_epoch = math.ceil(n_paths / bs)
@@ -170,9 +176,9 @@ def train(model: KGGLM, tokens, config: TrainConfig, *, checkpoint_dir: str | os
     optimizer = make_optimizer(model, config, device)
     amp_dtype = _autocast_dtype(config, device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype else nullcontext
+    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
 
-    step, history, losses = 0, [], []
+    step, history, losses, stopped_early = 0, [], [], False
     best_score, best_metrics, bad_evals = None, None, 0
     best_path = checkpoint_dir / "best"
     if resume and _has_resumable(checkpoint_dir):
@@ -191,6 +197,7 @@ def train(model: KGGLM, tokens, config: TrainConfig, *, checkpoint_dir: str | os
         step, history, losses = int(state["step"]), list(state["history"]), list(state["losses"])
         best_score, bad_evals = state["best_score"], int(state["bad_evals"])
         best_metrics = history[state["best_index"]]["metrics"] if state["best_index"] >= 0 else None
+        stopped_early = bool(state.get("stopped_early", False))  # an early-stopped run stays stopped
         logger.info("resuming from %s at step %d", state_dir, step)
     else:
         if resume:
@@ -206,7 +213,8 @@ def train(model: KGGLM, tokens, config: TrainConfig, *, checkpoint_dir: str | os
             best_index = max((i for i, h in enumerate(history) if h.get("best")), default=-1)
             state = {"step": step, "optimizer": optimizer.state_dict(), "rng_cpu": torch.get_rng_state(),
                      "history": history, "losses": losses, "best_score": best_score, "bad_evals": bad_evals,
-                     "best_index": best_index, "fingerprint": fingerprint, "train_batch_size": bs}
+                     "best_index": best_index, "fingerprint": fingerprint, "train_batch_size": bs,
+                     "stopped_early": stopped_early}
             if device.type == "cuda":
                 state["rng_cuda"] = torch.cuda.get_rng_state(device)
             if scaler is not None:
@@ -238,7 +246,7 @@ def train(model: KGGLM, tokens, config: TrainConfig, *, checkpoint_dir: str | os
         return bad_evals >= stopping_step
 
     model.train()
-    last_saved, stopped_early = None, False
+    last_saved = None
     run_loss = torch.zeros((), device=device)
     run_n, t_start, start_step, paths_done = 0, time.perf_counter(), step, 0
     overhead = 0.0  # seconds spent evaluating/saving, excluded from the throughput figures

@@ -1,0 +1,157 @@
+"""The ``kgglm`` command end to end on a small atomic-file dataset (tiny model through --key=value)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from atomic_helpers import TINY, write_atomic_dataset
+from kgglm.cli import main
+from kgglm.data import load_dataset
+
+
+def overrides(d: dict) -> list[str]:
+    return [f"--{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for k, v in d.items()]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = write_atomic_dataset(tmp_path_factory.mktemp("data"))
+    saved = tmp_path_factory.mktemp("saved")
+    args = ["--dataset", "toy", "--data-path", str(root), *overrides({**TINY, "checkpoint_dir": str(saved)})]
+    return root, saved, args
+
+
+@pytest.fixture(scope="module")
+def run_dir(env):
+    """`kgglm run`: pretrain, finetune and test in one run directory."""
+    _, saved, args = env
+    assert main(["run", *args]) == 0
+    (found,) = saved.glob("KGGLM-toy-run-*")
+    return found
+
+
+def test_help_lists_every_command():
+    out = subprocess.run([sys.executable, "-m", "kgglm.cli", "--help"], capture_output=True, text=True, check=True)
+    for command in ("run", "train", "evaluate", "recommend", "tune", "data", "paths"):
+        assert command in out.stdout
+    out = subprocess.run([sys.executable, "-m", "kgglm.cli", "recommend", "--help"], capture_output=True,
+                         text=True, check=True)
+    assert "--checkpoint" in out.stdout and "--user" in out.stdout and "--key=value" in out.stdout
+
+
+def test_run_writes_everything_in_one_directory(run_dir, capsys):
+    result = json.loads((run_dir / "result.json").read_text())
+    for name in ("config.yaml", "run.log", "result.json", "recommendations.jsonl"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "checkpoint" / "best" / "model.safetensors").is_file()
+    assert any((run_dir / "pretrain").glob("step-*/model.safetensors"))
+    assert result["train_stage"] == "pretrain+finetune"
+    assert set(result["baseline_test_result"]) >= {"ndcg@5"} and result["test_result"]["valid_paths"] == 1.0
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["embedding_size"] == TINY["embedding_size"] and config["dataset"] == "toy"
+
+
+def test_run_prints_metrics_and_explanations(env, capsys, tmp_path):
+    root, _, args = env
+    assert main(["run", *args, f"--checkpoint_dir={tmp_path}", "--show_examples=1"]) == 0
+    out = capsys.readouterr().out
+    assert "KGGLM test" in out and "Pop test" in out and "ndcg@5" in out
+    assert "user " in out and " -> " in out  # an explained recommendation
+    assert "run directory:" in out
+
+
+def test_evaluate_from_checkpoint_reproduces_the_run(run_dir, capsys):
+    result = json.loads((run_dir / "result.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(run_dir), "--format", "json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    for key in ("ndcg@5", "recall@5", "hit@5", "valid_paths"):
+        assert metrics[key] == pytest.approx(result["test_result"][key])
+    assert main(["evaluate", "--checkpoint", str(run_dir / "checkpoint" / "best"), "--split", "valid"]) == 0
+    assert "KGGLM valid" in capsys.readouterr().out
+
+
+def test_recommend_from_checkpoint(env, run_dir, capsys):
+    root = env[0]
+    ds = load_dataset("toy", data_path=root)
+    users = [str(ds.user_tokens[0]), str(ds.user_tokens[7])]
+    capsys.readouterr()
+    assert main(["recommend", "--checkpoint", str(run_dir), "--user", users[0], "--user", users[1],
+                 "-k", "3", "--format", "json"]) == 0
+    recs = json.loads(capsys.readouterr().out)
+    assert [r["user"] for r in recs] == users
+    for r in recs:
+        u = int(ds.user_index([r["user"]])[0])
+        seen = {str(ds.item_tokens[i]) for s in ("train", "valid")
+                for uu, i in zip(ds.splits[s].users, ds.splits[s].items) if uu == u}
+        assert len(r["recommendations"]) == 3
+        assert len({x["item"] for x in r["recommendations"]}) == 3
+        for x in r["recommendations"]:
+            assert x["item"] not in seen
+            assert x["path"][0] == r["user"] and x["path"][-1] == x["item"] and x["explanation"]
+    assert main(["recommend", "--checkpoint", str(run_dir), "--user", users[0]]) == 0
+    out = capsys.readouterr().out
+    assert f"user {users[0]}:" in out and " 1. " in out and " -> " in out
+
+
+def test_train_stage_and_errors(env, tmp_path, capsys):
+    _, _, args = env
+    assert main(["train", *args, f"--checkpoint_dir={tmp_path}", "--train_stage=pretrain", "--pretrain_epochs=1",
+                 "--state=WARNING"]) == 0
+    assert "checkpoint:" in capsys.readouterr().out
+    assert any((tmp_path / "KGGLM-pretrain").glob("step-*"))
+    (run,) = tmp_path.glob("KGGLM-toy-pretrain-*")
+    assert (run / "run.log").is_file() and " INFO " not in (run / "run.log").read_text()  # state = log level
+    assert main(["train", *args, "--learning_rat=0.1"]) == 2
+    assert "did you mean 'learning_rate'" in capsys.readouterr().err
+    assert main(["recommend", "--checkpoint", str(tmp_path / "nothing"), "--user", "1"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["data", "--dataset", "toy", "--epochs=3"])  # inspection commands take no config overrides
+
+
+def test_unknown_user_is_a_clear_error(run_dir, capsys):
+    assert main(["recommend", "--checkpoint", str(run_dir), "--user", "no-such-user"]) == 2
+    assert "unknown user id 'no-such-user'" in capsys.readouterr().err
+
+
+def test_tune_two_trials(env, run_dir, tmp_path, capsys):
+    root, _, _ = env
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "data_path": str(root), "checkpoint_dir": str(tmp_path / "runs"),
+                                   "train_stage": "finetune", "pre_model_path": str(run_dir / "pretrain"),
+                                   "epochs": 1, "export_recommendations": False}))
+    params = tmp_path / "hyper.test"
+    params.write_text("learning_rate loguniform -7,-5\npath_generation_args.num_beams choice [3,5]\n")
+    out_dir = tmp_path / "tune"
+    assert main(["tune", "--dataset", "toy", "--config-files", str(cfg), "--params-file", str(params),
+                 "--trials", "2", "--storage", f"sqlite:///{tmp_path / 'study.db'}", "--out-dir", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "best" in out and "param:learning_rate" in out
+    rows = list(csv.DictReader(open(out_dir / "trials.csv")))
+    assert len(rows) == 2 and all(r["state"] == "COMPLETE" for r in rows)
+    scores = [float(r["NDCG@5"]) for r in rows]
+    best = yaml.safe_load((out_dir / "best_params.yaml").read_text())
+    assert best["best_value"] == pytest.approx(max(scores))
+    assert set(best["best_params"]) == {"learning_rate", "path_generation_args.num_beams"}
+    assert len(list((tmp_path / "runs").glob("KGGLM-toy-finetune-*"))) == 2  # one run directory per trial
+    bad = tmp_path / "bad.test"
+    bad.write_text("learning_rate loguniform -7\n")
+    assert main(["tune", "--dataset", "toy", "--params-file", str(bad)]) == 2
+    assert "bad.test, line 1" in capsys.readouterr().err
+
+
+def test_run_with_pre_model_path_skips_pretraining(env, run_dir, tmp_path):
+    _, _, args = env
+    assert main(["run", *args, f"--checkpoint_dir={tmp_path}", f"--pre_model_path={run_dir / 'pretrain'}",
+                 "--epochs=1"]) == 0
+    (new,) = tmp_path.glob("KGGLM-toy-run-*")
+    assert not (new / "pretrain").exists() and (new / "checkpoint" / "best").is_dir()
+    assert "skipping pre-training" in (new / "run.log").read_text()

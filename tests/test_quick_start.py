@@ -1,0 +1,134 @@
+"""The quick-start calls of the seed, on a small atomic-file dataset written into a temp folder.
+
+The two seed calls are run as written (train_stage, pretrain_epochs, pre_model_path
+'saved/KGGLM-pretrain/' relative to the working directory), with a tiny model and the small
+dataset added through config_dict. Metrics are checked against an independent computation
+from the recommendations export.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from atomic_helpers import TINY, write_atomic_dataset
+from kgglm.config import ConfigError
+from kgglm.data import load_dataset
+from kgglm.quick_start import RunResult, run, run_kgglm
+from kgglm.train.checkpoint import CheckpointError, read_info, resolve_checkpoint
+
+
+@pytest.fixture(scope="module")
+def seed_runs(tmp_path_factory):
+    """Pretrain then finetune, exactly the seed's two calls, in a fresh working directory."""
+    work = tmp_path_factory.mktemp("work")
+    root = write_atomic_dataset(tmp_path_factory.mktemp("data"))
+    mp = pytest.MonkeyPatch()
+    mp.chdir(work)
+    base = {**TINY, "data_path": str(root)}
+    pre = run_kgglm(model="KGGLM", dataset="toy", config_dict={**base, "train_stage": "pretrain", "pretrain_epochs": 5})
+    fine = run_kgglm(model="KGGLM", dataset="toy",
+                     config_dict={**base, "train_stage": "finetune", "pre_model_path": "saved/KGGLM-pretrain/"})
+    yield work, root, pre, fine
+    mp.undo()
+
+
+def test_pretrain_writes_checkpoint_where_finetune_looks(seed_runs):
+    work, _, pre, _ = seed_runs
+    ckpt = resolve_checkpoint(work / "saved" / "KGGLM-pretrain")
+    assert (work / pre.checkpoint).resolve() == ckpt.resolve()
+    info = read_info(ckpt)
+    assert info["meta"]["stage"] == "pretrain" and info["meta"]["dataset"] == "toy"
+    assert info["meta"]["kgglm_config"]["pretrain_epochs"] == 5
+    assert info["model"]["embedding_size"] == TINY["embedding_size"]
+    assert pre.train_stats["epochs"] == 5 and pre.train_stats["steps"] >= 5
+    assert pre.best_valid_score is None and pre.test_result is None
+    run_dir = work / pre.run_dir
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train_stage"] == "pretrain"
+    assert "pretrain corpus" in (run_dir / "run.log").read_text()
+
+
+def test_finetune_result_and_run_directory(seed_runs):
+    work, _, pre, fine = seed_runs
+    run_dir = work / fine.run_dir
+    assert fine.train_stage == "finetune"
+    assert set(fine.files) >= {"config", "log", "result", "checkpoint", "recommendations"}
+    for path in fine.files.values():
+        assert (work / path).exists(), path
+    # validation drove early stopping: the best score is the best epoch's valid_metric
+    assert fine.best_valid_score == pytest.approx(fine.best_valid_result["ndcg@5"])
+    assert fine.best_valid_score == pytest.approx(max(h["score"] for h in fine.history))
+    assert (work / fine.checkpoint).name == "best"
+    assert read_info(work / fine.checkpoint)["meta"]["stage"] == "finetune"
+    for key in ("recall@5", "mrr@5", "ndcg@5", "hit@5", "precision@5"):
+        assert 0.0 <= fine.test_result[key] <= 1.0
+    assert fine.test_result["valid_paths"] == 1.0 and fine.test_result["path_coverage"] == 1.0
+    log = (run_dir / "run.log").read_text()
+    assert "fine-tuning from" in log and "metrics:" in log
+    # the result saves itself and loads back
+    again = RunResult.load(run_dir)
+    assert again.test_result == pytest.approx(fine.test_result) and again.checkpoint == fine.checkpoint
+    other = fine.save(work / "elsewhere")
+    assert json.loads(other.read_text())["best_valid_score"] == pytest.approx(fine.best_valid_score)
+    assert fine.examples and fine.examples[0]["recommendations"][0]["explanation"].startswith("user ")
+
+
+def test_test_metrics_match_an_independent_computation(seed_runs):
+    """Recompute hit/recall/NDCG@5 from the export and the test split, with plain Python."""
+    work, root, _, fine = seed_runs
+    ds = load_dataset("toy", data_path=root, seed=TINY.get("seed", 2024))
+    test = {}
+    for u, i in zip(ds.splits["test"].users, ds.splits["test"].items):
+        test.setdefault(str(ds.user_tokens[u]), set()).add(str(ds.item_tokens[i]))
+    seen = {}
+    for s in ("train", "valid"):
+        for u, i in zip(ds.splits[s].users, ds.splits[s].items):
+            seen.setdefault(str(ds.user_tokens[u]), set()).add(str(ds.item_tokens[i]))
+    ranked = {}
+    for line in (work / fine.files["recommendations"]).read_text().splitlines():
+        rec = json.loads(line)
+        ranked.setdefault(rec["user"], {})[rec["rank"]] = rec["item"]
+        assert rec["item"] not in seen.get(rec["user"], set())  # never a train/valid item
+        assert rec["path"][0] == rec["user"] and rec["path"][-1] == rec["item"]
+    assert set(ranked) == set(test)  # every user with a test item, and only those
+    hits, recalls, ndcgs = [], [], []
+    for user, relevant in test.items():
+        top = [ranked[user][r] for r in sorted(ranked[user])][:5]
+        gains = [1.0 if item in relevant else 0.0 for item in top]
+        dcg = sum(g / math.log2(r + 2) for r, g in enumerate(gains))
+        idcg = sum(1.0 / math.log2(r + 2) for r in range(min(len(relevant), 5)))
+        hits.append(float(any(gains)))
+        recalls.append(sum(gains) / len(relevant))
+        ndcgs.append(dcg / idcg)
+    assert fine.test_result["hit@5"] == pytest.approx(np.mean(hits))
+    assert fine.test_result["recall@5"] == pytest.approx(np.mean(recalls))
+    assert fine.test_result["ndcg@5"] == pytest.approx(np.mean(ndcgs))
+
+
+def test_finetune_errors_are_clear(seed_runs, tmp_path):
+    work, root, _, _ = seed_runs
+    base = {**TINY, "data_path": str(root), "checkpoint_dir": str(tmp_path)}
+    with pytest.raises(ConfigError, match="needs pre_model_path"):
+        run_kgglm("KGGLM", "toy", config_dict={**base, "train_stage": "finetune"})
+    with pytest.raises(CheckpointError, match="different model size"):
+        run_kgglm("KGGLM", "toy", config_dict={**base, "train_stage": "finetune", "embedding_size": 64,
+                                                "pre_model_path": str(work / "saved" / "KGGLM-pretrain")})
+    write_atomic_dataset(root, name="other", n_users=30)
+    with pytest.raises(CheckpointError, match="dataset 'toy'"):
+        run_kgglm("KGGLM", "other", config_dict={**base, "train_stage": "finetune",
+                                                  "pre_model_path": str(work / "saved" / "KGGLM-pretrain")})
+
+
+def test_pop_baseline_and_saved_false(seed_runs, tmp_path):
+    _, root, _, fine = seed_runs
+    res = run("Pop", "toy", config_dict={**TINY, "data_path": str(root), "checkpoint_dir": str(tmp_path)},
+              saved=False)
+    assert res.run_dir is None and not any(tmp_path.iterdir())  # nothing left behind
+    assert res.checkpoint is None and set(res.test_result) >= {"ndcg@5", "recall@5"}
+    # Pop ranks by training popularity only: on this dataset (each user likes one cluster) it must
+    # lose to a model that learned the graph.
+    assert fine.test_result["ndcg@5"] > res.test_result["ndcg@5"]
