@@ -98,7 +98,7 @@ def brief_training(model, dataset, vocab, steps: int, batch: int, device, lr: fl
         loss_t.backward()
         opt.step()
         if step % 100 == 0 or step == steps - 1:
-            loss = float(loss_t)
+            loss = float(loss_t.detach())
             print(f"  step {step} loss {loss:.4f} ({time.perf_counter() - t0:.0f}s)", flush=True)
     model.eval()
     return loss

@@ -262,8 +262,8 @@ def cmd_finetune(args, out):
 
 
 def cmd_sample_users(args, out):
-    """Time hopwise's per-user 'simple-ui' path sampler (KGGLM's default strategy) on a random subset
-    of users and extrapolate; the full corpus is too large to build on a small machine."""
+    """Time hopwise's per-user path sampler (KGGLM's default 'simple-ui', or 'constrained-rw') on a
+    random subset of users, in this process, and extrapolate to all users (single core)."""
     import numpy as np
     from hopwise.data import create_dataset
     from hopwise.data.dataset import KGGLMDataset
@@ -272,15 +272,26 @@ def cmd_sample_users(args, out):
     KGGLMDataset.generate_user_path_dataset = lambda self: None  # split only, sample below
     KGGLMDataset.tokenize_path_dataset = lambda self: None
     config = _config(args, "finetune")
-    out["strategy"] = "simple-ui"
+    out["strategy"] = config["path_sample_args"]["strategy"]
     train = create_dataset(config).build()[0]
     graph = train._create_ckg_igraph(show_relation=True, directed=False)
     used_ids = train.get_user_used_ids()
-    wrapper = kpd._generate_user_paths_all_simple_per_user_and_positive
+    strategy = config["path_sample_args"]["strategy"]
+    common = dict(temporal_matrix=None, path_hop_length=train.path_hop_length - 1, user_num=train.user_num,
+                  max_paths_per_user=train.max_paths_per_user, collaborative_path=train.collaborative_path)
+    if strategy == "simple-ui":
+        wrapper, fargs = kpd._generate_user_paths_all_simple_per_user_and_positive, (graph, used_ids)
+        common["item_num"] = train.item_num
+    elif strategy == "constrained-rw":
+        wrapper = kpd._generate_user_paths_constrained_random_walk_per_user
+        fargs = (graph, used_ids, train.iid_field, train.entity_field)
+        common.update(paths_per_hop=config["path_sample_args"]["MAX_RW_PATHS_PER_HOP"],
+                      max_consecutive_invalid=train.max_consecutive_invalid, restrict_by_phase=train.restrict_by_phase)
+    else:
+        sys.exit(f"sample-users supports simple-ui and constrained-rw, not {strategy}")
+    # the module-level sampler is a decorator's wrapper; its closure holds the per-user factory
     factory = wrapper.__closure__[wrapper.__code__.co_freevars.index("sampling_func_factory")].cell_contents
-    process_user = factory(graph, used_ids, temporal_matrix=None, path_hop_length=train.path_hop_length - 1,
-                           user_num=train.user_num, item_num=train.item_num,
-                           max_paths_per_user=train.max_paths_per_user, collaborative_path=train.collaborative_path)
+    process_user = factory(*fargs, **common)
     users = np.random.default_rng(args.seed).choice(np.arange(1, train.user_num), args.sample_users, replace=False)
     n_paths, start, cpu = [], time.perf_counter(), time.process_time()
     for u in users:

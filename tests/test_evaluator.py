@@ -63,7 +63,7 @@ def model_and_data():
 
 def test_evaluate_model_reports_everything(model_and_data):
     ds, vocab, model = model_and_data
-    r = evaluate_model(model, ds, vocab, split="test", topk=[5, 10], path_generation_args={"num_beams": 6},
+    r = evaluate_model(model, ds, vocab, split="test", topk=[5, 10], path_generation_args={"num_beams": 6, "max_num_beams": 24},
                        with_pop=True)
     for k in (5, 10):
         for m in ("recall", "mrr", "ndcg", "hit", "precision"):

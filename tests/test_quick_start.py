@@ -132,3 +132,13 @@ def test_pop_baseline_and_saved_false(seed_runs, tmp_path):
     # Pop ranks by training popularity only: on this dataset (each user likes one cluster) it must
     # lose to a model that learned the graph.
     assert fine.test_result["ndcg@5"] > res.test_result["ndcg@5"]
+
+
+def test_resume_continues_the_newest_run_directory(seed_runs):
+    work, root, _, fine = seed_runs
+    again = run_kgglm("KGGLM", "toy", config_dict={**TINY, "data_path": str(root), "train_stage": "finetune",
+                                                    "pre_model_path": "saved/KGGLM-pretrain/", "resume": True})
+    assert again.run_dir == fine.run_dir  # same directory, not a new one
+    assert again.train_stats["steps"] == fine.train_stats["steps"]  # finished run: nothing trained again
+    assert again.best_valid_score == pytest.approx(fine.best_valid_score)
+    assert again.test_result["ndcg@5"] == pytest.approx(fine.test_result["ndcg@5"])

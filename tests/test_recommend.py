@@ -26,8 +26,9 @@ def setup():
 
 def test_batches_equal_one_batch_and_default_users(setup):
     ds, vocab, model = setup
-    a = recommend(model, ds, split="test", topk=5, num_beams=6, batch_size=3, return_item_scores=True)
-    b = recommend(model, ds, split="test", topk=5, num_beams=6, batch_size=100)
+    a = recommend(model, ds, split="test", topk=5, num_beams=6, batch_size=3, return_item_scores=True,
+                  max_num_beams=24)
+    b = recommend(model, ds, split="test", topk=5, num_beams=6, batch_size=100, max_num_beams=24)
     assert np.array_equal(a.users, np.unique(ds.splits["test"].users))
     assert np.array_equal(a.items, b.items) and np.allclose(a.scores, b.scores, atol=1e-5)
     assert a.item_scores.shape == (len(a.users), ds.n_items)

@@ -272,7 +272,7 @@ def test_real_user_paths(ml100k):
     b = sample_user_paths(g, train, max_paths_per_user=20, seed=2024)
     check_user_paths(g, train, b, 3, 20, (sp["valid"], sp["test"]), graph_train=sp["train"])
     assert set(b.nodes[:, 0].tolist()) == set(users.tolist())
-    assert (np.bincount(b.nodes[:, 0]) [users] == 20).all()
+    assert (np.bincount(b.nodes[:, 0])[users] == 20).all()
     assert (b.relations[:, 1] == 0).any() and (b.relations[:, 1] != 0).any()  # both path kinds
     b2 = sample_user_paths(g, train, max_paths_per_user=20, seed=2024)
     assert np.array_equal(b.nodes, b2.nodes)

@@ -194,8 +194,17 @@ def run_pipeline(
 
 # ---------------------------------------------------------------------------------- helpers
 def make_run_dir(config: Config, stage: str) -> Path:
-    """A new directory ``CHECKPOINT_DIR/<model>-<dataset>-<stage>-<YYYYmmdd-HHMMSS>[-n]``."""
-    base = Path(config["checkpoint_dir"]) / f"{config.model}-{config.dataset}-{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """A new directory ``CHECKPOINT_DIR/<model>-<dataset>-<stage>-<YYYYmmdd-HHMMSS>[-n]``; with
+    ``resume``, the newest existing one of that model, dataset and stage (its checkpoints resume)."""
+    prefix = f"{config.model}-{config.dataset}-{stage}-"
+    if config["resume"]:
+        previous = [p for p in Path(config["checkpoint_dir"]).glob(prefix + "*") if p.is_dir()]
+        if previous:
+            found = max(previous, key=lambda p: p.stat().st_mtime)
+            logger.info("resume: continuing in %s", found)
+            return found
+        logger.warning("resume: no earlier %s* run directory in %s; starting a new run", prefix, config["checkpoint_dir"])
+    base = Path(config["checkpoint_dir"]) / f"{prefix}{time.strftime('%Y%m%d-%H%M%S')}"
     for n in range(1000):
         path = base if n == 0 else base.with_name(f"{base.name}-{n}")
         try:
