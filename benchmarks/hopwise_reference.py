@@ -14,19 +14,22 @@ transformers 4.55.x is needed: from 4.56 on, the group (diverse) beam search tha
 KGGLM uses by default (num_beam_groups 5) is downloaded from the Hub at run time.
 hopwise reads `<data-path>/ml-100k/ml-100k.{inter,kg,link,...}`; symlink the shared files there.
 
-Two runs, one after the other (each prints one JSON line of figures at the end):
+Runs used for the figures in the project notes (one at a time; each prints one RESULT JSON line):
 
-    cd /tmp/hw && python hopwise_reference.py pretrain --data-path /work/hopwise-data \
-        --workdir /tmp/hw --train-seconds 60
-    cd /tmp/hw && python hopwise_reference.py finetune --data-path /work/hopwise-data \
-        --workdir /tmp/hw --pre-model-path /tmp/hw/pretrained --train-seconds 0 \
-        --eval-batches 4 --eval-batch-size 16
+    python hopwise_reference.py pretrain --data-path /work/hopwise-data --workdir /tmp/hw --train-seconds 60
+    python hopwise_reference.py sample-users --data-path /work/hopwise-data --workdir /tmp/hw --sample-users 8
+    python hopwise_reference.py sample-users --data-path /work/hopwise-data --workdir /tmp/hw \
+        --strategy constrained-rw --sample-users 30
+    python hopwise_reference.py finetune --data-path /work/hopwise-data --workdir /tmp/hw \
+        --pre-model-path /tmp/hw/pretrained --strategy constrained-rw --max-paths-per-user 1 \
+        --parallel-max-workers 0 --eval-batches 2 --eval-batch-size 16
 
 `pretrain` builds hopwise's pre-training corpus (one random walk per KG node), reports its wall
 time and peak RSS, then trains for --train-seconds and saves the weights to <workdir>/pretrained.
 `finetune` builds the fine-tuning corpus (user paths), optionally trains, then runs hopwise's
 evaluation step (constrained group beam search + sequence scoring + metric collection) on the
-first --eval-batches batches of test users. The process aborts itself when its RSS passes
+first --eval-batches batches of test users. `sample-users` times hopwise's per-user path sampler on
+a few users (KGGLM's default 'simple-ui' corpus is far too large to build here) and extrapolates. The process aborts itself when its RSS passes
 --max-rss-gib (hopwise allocates a dense nodes x nodes relation map).
 """
 
@@ -125,8 +128,13 @@ def _config(args, stage: str):
         "train_batch_size": args.train_batch_size, "eval_batch_size": args.eval_batch_size,
         "MAX_PATHS_PER_USER": args.max_paths_per_user, "path_hop_length": args.path_hop_length,
     }
+    sample_args = {}
     if args.strategy:
-        cfg["path_sample_args"] = {"strategy": args.strategy}
+        sample_args["strategy"] = args.strategy
+    if args.parallel_max_workers is not None:
+        sample_args["parallel_max_workers"] = args.parallel_max_workers
+    if sample_args:
+        cfg["path_sample_args"] = sample_args
     return Config(model="KGGLM", dataset=args.dataset, config_dict=cfg)
 
 
@@ -321,6 +329,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-paths-per-user", type=int, default=250)
     p.add_argument("--path-hop-length", type=int, default=3)
     p.add_argument("--strategy", default="", help="path_sample_args.strategy (KGGLM default: simple-ui)")
+    p.add_argument("--parallel-max-workers", type=int, default=None,
+                   help="path_sample_args.parallel_max_workers (hopwise default -1: joblib, all cores; "
+                        "0: sequential, user paths only)")
     p.add_argument("--train-seconds", type=float, default=0.0)
     p.add_argument("--warmup-steps", type=int, default=3, help="steps excluded from the throughput")
     p.add_argument("--eval-batches", type=int, default=0)

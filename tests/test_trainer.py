@@ -96,11 +96,15 @@ def test_memorised_corpus_is_generated_with_the_kv_cache(tmp_path):
     train(model, tokens, config(epochs=150, train_batch_size=9, learning_rate=1e-2, warmup_steps=20),
           checkpoint_dir=tmp_path, vocab=vocab)
     model.eval()
+    # typed_output trains each position's softmax over the token kind its grammar allows, so greedy
+    # decoding looks within that range (the graph-constrained decoder restricts further)
+    slices = vocab.output_slices(tokens.shape[1], "finetune")
     seq = torch.from_numpy(tokens[:, :2])  # [BOS] U
     with torch.no_grad():
         logits, cache = model(seq, use_cache=True)
         while seq.shape[1] < tokens.shape[1]:
-            nxt = logits[:, -1].argmax(-1, keepdim=True)
+            lo, hi = slices[seq.shape[1] - 1]
+            nxt = logits[:, -1, lo:hi].argmax(-1, keepdim=True) + int(lo)
             seq = torch.cat([seq, nxt], 1)
             if seq.shape[1] < tokens.shape[1]:
                 logits, cache = model(nxt, past_key_values=cache)
@@ -183,7 +187,9 @@ def test_pretrain_then_finetune_starts_from_pretrained_weights(tmp_path):
     assert res.best_checkpoint is not None and res.best_metrics["valid_loss"] > 0
     best, _, best_meta = load_checkpoint(res.best_checkpoint)
     assert best_meta["stage"] == "finetune" and best_meta["step"] in (h["step"] for h in res.history)
-    assert validation_loss(best, valid) == pytest.approx(res.best_metrics["valid_loss"], rel=1e-5)
+    slices = torch.as_tensor(vocab.output_slices(valid.shape[1], "finetune"))
+    assert validation_loss(best, valid, output_slices=slices) == pytest.approx(res.best_metrics["valid_loss"],
+                                                                               rel=1e-5)
 
 
 def test_early_stopping_keeps_best_checkpoint(corpus, tmp_path):

@@ -56,7 +56,7 @@ def train_config_for(config: Config, stage: str) -> TrainConfig:
         train_batch_size=config["train_batch_size"], eval_batch_size=config["eval_batch_size"],
         epochs=config["pretrain_epochs"] if stage == "pretrain" else config["epochs"],
         save_step=config["save_step"], seed=config["seed"], device=config.device,
-        show_progress=config["show_progress"], stage=stage)
+        show_progress=config["show_progress"], stage=stage, typed_output=config["typed_output"])
 
 
 def _meta(config: Config, data: Dataset) -> dict:

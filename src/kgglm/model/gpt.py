@@ -247,23 +247,48 @@ class KGGLM(nn.Module):
         logits = F.linear(x, self.wte.weight)  # tied output embedding
         return logits, (cache if (use_cache or past_key_values is not None) else None)
 
-    def loss(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
+             output_slices: torch.Tensor | None = None) -> torch.Tensor:
         """Mean next-token cross-entropy; ``labels`` default to ``input_ids`` shifted, PAD ignored.
 
-        The output projection dominates the cost over a large vocabulary, so it goes through the
-        fused :class:`LinearCrossEntropy`. On CPU only labelled positions are projected (selecting
-        them syncs, which is free there); on GPU ignored rows are masked instead, avoiding a sync.
+        ``output_slices`` (``[T-1, 2]`` token ranges ``[lo, hi)``, one per predicting position, see
+        :meth:`kgglm.paths.vocab.Vocabulary.output_slices`) normalises each position's softmax over
+        the tokens the path grammar allows there (relations after a node, nodes after a relation,
+        items where a user path has an item) instead of the whole vocabulary. Decoding renormalises
+        over the graph-legal tokens, a subset of each range, so scores stay consistent; training gets
+        several times cheaper because the vocabulary-wide output layer is most of the cost.
+
+        The output projection goes through the fused :class:`LinearCrossEntropy`. On CPU only
+        labelled positions are projected (selecting them syncs, which is free there); on GPU ignored
+        rows are masked instead, avoiding a sync.
         """
         if labels is None:
             labels = next_token_labels(input_ids)
-        x = self.hidden_states(input_ids)
-        x, labels = x[:, :-1].flatten(0, 1), labels[:, :-1].flatten()  # the last position has no target
+        x = self.hidden_states(input_ids)[:, :-1]  # the last position has no target
+        labels = labels[:, :-1]
+        if output_slices is None:
+            return self._cross_entropy(x.flatten(0, 1), labels.flatten(), self.wte.weight)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for pos, (lo, hi) in enumerate(output_slices[: x.shape[1]].tolist()):
+            groups.setdefault((lo, hi), []).append(pos)
+        total, count = x.new_zeros((), dtype=torch.float32), labels.new_zeros(())
+        for (lo, hi), pos in groups.items():
+            idx = torch.tensor(pos, device=x.device)
+            y = labels[:, idx].flatten()
+            n = (y != IGNORE_INDEX).sum()
+            y = torch.where(y == IGNORE_INDEX, y, y - lo)
+            total = total + self._cross_entropy(x[:, idx].flatten(0, 1), y, self.wte.weight[lo:hi]) * n
+            count = count + n
+        return total / count.clamp_min(1)
+
+    @staticmethod
+    def _cross_entropy(x: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu":
             keep = labels != IGNORE_INDEX
             x, labels = x[keep], labels[keep]
         if torch.is_grad_enabled():
-            return LinearCrossEntropy.apply(x, self.wte.weight, labels)
-        return F.cross_entropy(F.linear(x, self.wte.weight).float(), labels, ignore_index=IGNORE_INDEX)
+            return LinearCrossEntropy.apply(x, weight, labels)
+        return F.cross_entropy(F.linear(x, weight).float(), labels, ignore_index=IGNORE_INDEX)
 
 
 class LinearCrossEntropy(torch.autograd.Function):

@@ -61,6 +61,31 @@ class Vocabulary:
         types[RELATION_OFFSET : self.node_offset] = TYPE_RELATION
         return types
 
+    def output_slices(self, length: int, stage: str) -> np.ndarray:
+        """Token range ``[lo, hi)`` each position of a ``length``-token row may predict, ``[length-1, 2]``.
+
+        The path grammar fixes the kind of every next token: after ``[BOS]`` or a relation comes a
+        node; after a node comes a relation or ``[EOS]`` (specials and relations are one range).
+        User paths (``stage='finetune'``, ``[BOS] U R I ... R I [EOS]``) also fix the first node to
+        a user and the first and last items to items. Training normalises each softmax over its
+        range (see ``KGGLM.loss``); padding positions are ignored by the loss whatever their range.
+        """
+        if stage not in ("pretrain", "finetune"):
+            raise ValueError(f"stage must be 'pretrain' or 'finetune', got {stage!r}")
+        slices = np.empty((length - 1, 2), dtype=np.int64)
+        body = np.arange(length - 1)  # body index of the predicted token (the first node is 0)
+        node = body % 2 == 0
+        slices[node] = (self.node_offset, self.size)
+        slices[~node] = (0, self.node_offset)
+        if stage == "finetune":
+            items = (self.node_offset + self.n_users, self.node_offset + self.n_users + self.n_items)
+            slices[0] = (self.node_offset, self.node_offset + self.n_users)
+            last_node = length - 3  # [BOS] + body of length-2 tokens + [EOS]
+            for b in (2, last_node):
+                if 0 < b < length - 1:
+                    slices[b] = items
+        return slices
+
     # ------------------------------------------------------------------------------ encode/decode
     def node_token(self, nodes):
         return np.asarray(nodes, dtype=np.int64) + self.node_offset

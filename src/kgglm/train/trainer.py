@@ -24,7 +24,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from kgglm.model.gpt import IGNORE_INDEX, KGGLM, next_token_labels
@@ -56,6 +55,7 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto | bf16 | fp16 | no   (auto: autocast on CUDA only)
     show_progress: bool = True
     stage: str = "pretrain"
+    typed_output: bool = True  # softmax over the token kind the path grammar allows (Vocabulary.output_slices)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,8 +131,9 @@ def _as_tokens(tokens, name: str, n_positions: int, vocab_size: int) -> torch.Te
 
 
 @torch.no_grad()
-def validation_loss(model: KGGLM, tokens, batch_size: int = 256, device: torch.device | None = None) -> float:
-    """Mean next-token cross-entropy over all non-PAD targets of ``tokens``."""
+def validation_loss(model: KGGLM, tokens, batch_size: int = 256, device: torch.device | None = None,
+                    output_slices: torch.Tensor | None = None) -> float:
+    """Mean next-token cross-entropy over all non-PAD targets of ``tokens`` (see ``KGGLM.loss``)."""
     device = device or model.wte.weight.device
     tokens = _as_tokens(tokens, "valid_tokens", model.config.n_positions, model.config.vocab_size)
     was_training = model.training
@@ -141,10 +142,9 @@ def validation_loss(model: KGGLM, tokens, batch_size: int = 256, device: torch.d
     for start in range(0, tokens.shape[0], batch_size):
         x = tokens[start:start + batch_size].to(device)
         labels = next_token_labels(x, PAD)
-        logits, _ = model(x)
-        total += F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
-                                 reduction="sum")
-        count += int((labels != IGNORE_INDEX).sum())
+        n = int((labels != IGNORE_INDEX).sum())
+        total += model.loss(x, labels, output_slices).float() * n
+        count += n
     model.train(was_training)
     return float(total) / max(count, 1)
 
@@ -172,6 +172,10 @@ def train(model: KGGLM, tokens, config: TrainConfig, *, checkpoint_dir: str | os
         total_steps = min(total_steps, config.max_steps)
     do_eval = evaluate_fn is not None or valid_tokens is not None
     fingerprint = _fingerprint(data)
+    slices = None
+    if config.typed_output:
+        slices = torch.as_tensor(vocab.output_slices(seq_len, config.stage), device=device)
+        _check_slices(data, slices, config.stage)
 
     optimizer = make_optimizer(model, config, device)
     amp_dtype = _autocast_dtype(config, device)
@@ -230,7 +234,7 @@ def train(model: KGGLM, tokens, config: TrainConfig, *, checkpoint_dir: str | os
             if evaluate_fn is not None:
                 score, metrics = evaluate_fn(model)
             else:
-                vloss = validation_loss(model, valid_tokens, config.eval_batch_size, device)
+                vloss = validation_loss(model, valid_tokens, config.eval_batch_size, device, slices)
                 score, metrics = -vloss, {"valid_loss": vloss}
         model.train()
         score = float(score)
@@ -272,7 +276,7 @@ def train(model: KGGLM, tokens, config: TrainConfig, *, checkpoint_dir: str | os
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast():
-                loss = model.loss(x, next_token_labels(x, PAD))
+                loss = model.loss(x, next_token_labels(x, PAD), slices)
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
@@ -319,6 +323,18 @@ def train(model: KGGLM, tokens, config: TrainConfig, *, checkpoint_dir: str | os
         stopped_early=stopped_early,
         paths_per_second=paths_done / elapsed if elapsed > 0 else 0.0,
         tokens_per_second=paths_done * seq_len / elapsed if elapsed > 0 else 0.0)
+
+
+def _check_slices(data: torch.Tensor, slices: torch.Tensor, stage: str) -> None:
+    """Every target token must lie in the range its position normalises over (typed_output)."""
+    labels = data[:, 1:]
+    lo, hi = slices[:, 0], slices[:, 1]
+    bad = (labels != PAD) & ((labels < lo) | (labels >= hi))
+    if bool(bad.any()):
+        row, pos = (int(i) for i in torch.nonzero(bad)[0])
+        raise ValueError(f"typed_output: path {row} has token {int(labels[row, pos])} at position {pos + 1}, "
+                         f"outside the range [{int(lo[pos])}, {int(hi[pos])}) that the {stage!r} path grammar "
+                         f"allows there; set typed_output: false for corpora of another shape")
 
 
 def _has_resumable(directory: Path) -> bool:
