@@ -152,3 +152,37 @@ def test_model_loss_gradients_match_plain_cross_entropy():
     F.cross_entropy(logits.flatten(0, 1), next_token_labels(x).flatten(), ignore_index=IGNORE_INDEX).backward()
     for a, p in zip(fused, model.parameters()):
         torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_typed_output_loss_normalises_each_position_over_its_range():
+    """loss(output_slices) == mean over targets of -log softmax(logits[lo:hi])[target - lo], with grads."""
+    model = tiny(dropout=0.0).train()
+    torch.manual_seed(1)
+    slices = torch.tensor([[10, 20], [0, 10], [20, 40], [0, 10], [20, 40], [0, 10], [10, 40], [0, 10]])
+    x = torch.zeros(4, T, dtype=torch.long)
+    x[:, 0] = 1
+    for p in range(T - 1):
+        lo, hi = slices[p].tolist()
+        x[:, p + 1] = torch.randint(lo, hi, (4,))
+    x[3, 7:] = 0  # a shorter row: PAD targets are ignored
+    labels = next_token_labels(x)
+    typed = model.loss(x, labels, slices)
+    typed.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+
+    logits, _ = model(x)
+    terms = []
+    for p in range(T - 1):
+        lo, hi = slices[p].tolist()
+        keep = labels[:, p] != IGNORE_INDEX
+        logp = F.log_softmax(logits[keep, p, lo:hi].double(), dim=-1)
+        terms.append(-logp.gather(1, (labels[keep, p] - lo)[:, None]).squeeze(1))
+    manual = torch.cat(terms).mean()
+    manual.backward()
+    torch.testing.assert_close(typed.double(), manual, rtol=1e-5, atol=1e-6)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(grads[n], p.grad, rtol=1e-3, atol=1e-5, msg=n)
+    # and it is a different objective from the whole-vocabulary softmax
+    with torch.no_grad():
+        assert abs(float(model.loss(x, labels)) - float(typed)) > 1e-3

@@ -215,3 +215,16 @@ def test_corpus_errors_are_clear(corpus, tmp_path):
         train(model, tokens + vocab.size, config(), checkpoint_dir=tmp_path, vocab=vocab)
     with pytest.raises(ValueError, match="n_positions"):
         train(model, np.concatenate([tokens, tokens], 1), config(), checkpoint_dir=tmp_path, vocab=vocab)
+
+
+def test_typed_output_rejects_a_corpus_of_another_shape(tmp_path):
+    """A pre-training corpus trained as 'finetune' would put non-items where items must be: clear error."""
+    ds = make_synthetic_dataset()
+    vocab = Vocabulary.from_graph(ds.graph, ds.name)
+    nodes, rels = user_paths(ds)
+    tokens = vocab.encode_paths(nodes[:, ::-1].copy(), rels[:, ::-1].copy())  # item first: not a user path
+    with pytest.raises(ValueError, match="typed_output.*finetune"):
+        train(tiny_model(vocab), tokens, config(stage="finetune"), checkpoint_dir=tmp_path, vocab=vocab)
+    res = train(tiny_model(vocab), tokens, config(stage="finetune", typed_output=False, max_steps=2),
+                checkpoint_dir=tmp_path / "untyped", vocab=vocab)
+    assert res.step == 2

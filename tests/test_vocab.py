@@ -111,3 +111,26 @@ def test_real_dataset_round_trip(shared_data):
     assert str(ds.entity_tokens[0]).startswith("m.")
     parsed = [v.parse_token(s) for s in v.token_strings(tok[0]).tolist()]
     assert parsed == tok[0].tolist()
+
+
+@pytest.mark.parametrize("hops", [3, 5])
+def test_output_slices_hold_every_target_of_both_corpora(toy_dataset, hops):
+    """typed_output: each position's range contains every real target the samplers produce."""
+    v = Vocabulary.from_graph(toy_dataset.graph)
+    corpora = {
+        "pretrain": sample_pretrain_paths(toy_dataset.graph, hop_range=(1, hops), seed=0),
+        "finetune": sample_user_paths(toy_dataset.graph, toy_dataset.splits["train"], hop_length=hops, seed=0),
+    }
+    for stage, batch in corpora.items():
+        tokens = v.encode_paths(batch.nodes, batch.relations)
+        sl = v.output_slices(tokens.shape[1], stage)
+        target = tokens[:, 1:]
+        real = target != PAD
+        assert ((target >= sl[:, 0]) & (target < sl[:, 1]) | ~real).all(), stage
+    ft = v.output_slices(2 * 3 + 3, "finetune")
+    users = (v.node_offset, v.node_offset + v.n_users)
+    items = (v.node_offset + v.n_users, v.node_offset + v.n_users + v.n_items)
+    assert tuple(ft[0]) == users and tuple(ft[2]) == items and tuple(ft[6]) == items
+    assert tuple(ft[4]) == (v.node_offset, v.size) and tuple(ft[7]) == (0, v.node_offset)  # EOS after I'
+    with pytest.raises(ValueError, match="stage"):
+        v.output_slices(9, "other")
