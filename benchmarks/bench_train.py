@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mixed-precision", default="auto", choices=["auto", "bf16", "fp16", "no"])
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--corpus", choices=["pretrain", "finetune", "both"], default="both")
+    p.add_argument("--full-softmax", action="store_true",
+                   help="softmax over the whole vocabulary at every position (typed_output: false), as hopwise")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
@@ -61,14 +63,14 @@ def main(argv: list[str] | None = None) -> int:
                       num_layers=args.num_layers, dropout=0.1)
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} "
           f"vocab={vocab.size} model={args.embedding_size}/{args.num_heads}h/{args.num_layers}L "
-          f"batch={args.batch_size}")
+          f"batch={args.batch_size} softmax={'full' if args.full_softmax else 'typed'}")
     for name, tokens in corpora.items():
         torch.manual_seed(0)
         model = KGGLM(cfg, torch.from_numpy(vocab.token_types()))
         with tempfile.TemporaryDirectory() as tmp:
             tc = TrainConfig(train_batch_size=args.batch_size, max_steps=args.warmup, save_step=10**9,
                              device=str(device), mixed_precision=args.mixed_precision, show_progress=False,
-                             log_step=10**9, epochs=1, stage=name)
+                             log_step=10**9, epochs=1, stage=name, typed_output=not args.full_softmax)
             t0 = time.perf_counter()
             train(model, tokens, tc, checkpoint_dir=tmp, vocab=vocab)
             warm = time.perf_counter() - t0
