@@ -53,7 +53,7 @@ def test_layer_precedence(tmp_path):
     c = Config("KGGLM", "ml1m", config_file_list=[a, b], config_dict={"seed": 3, "num_heads": 4},
                cmd_args=["--num_heads=2", "--embedding_size=64"], preset="quick")
     assert c["benchmark_filename"] == ["train", "valid", "test"]  # dataset layer (ml1m.yaml)
-    assert c["warmup_steps"] == 20  # preset over model defaults (250)
+    assert c["warmup_steps"] == 50  # preset over model defaults (250)
     assert c["learning_rate"] == 1e-3 and c["num_layers"] == 2  # file a over preset
     assert c["epochs"] == 8  # file b over file a
     assert c["seed"] == 3  # config_dict over files
@@ -119,6 +119,9 @@ def test_parse_cmd_args():
         "a": 1, "b": [1, 2], "c": {"d": "x y"}, "e": "", "f": {"RS": [0.8, 0.1, 0.1]}}
     with pytest.raises(ConfigError, match="expected --key=value"):
         parse_cmd_args(["--epochs", "3"])
+    assert parse_cmd_args(["--resume"]) == {"resume": True}  # a bare flag is true
+    with pytest.raises(ConfigError, match="epochs.*expected an integer"):
+        Config(cmd_args=["--epochs"])
 
 
 def test_invalid_yaml_file_names_file_and_line(tmp_path):

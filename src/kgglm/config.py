@@ -110,15 +110,18 @@ def _key_line(path: Path, key: str) -> str:
 
 
 def parse_cmd_args(args: Iterable[str]) -> dict:
-    """``['--lr=0.1', '--path_sample_args.pretrain_paths=2']`` -> nested dict, values via YAML."""
+    """``['--lr=0.1', '--path_sample_args.pretrain_paths=2', '--resume']`` -> nested dict.
+
+    Values are read as YAML; a bare ``--flag`` means ``true`` (for boolean keys such as ``resume``).
+    """
     out: dict = {}
     for arg in args:
-        m = re.match(r"^--([A-Za-z_][\w.\-]*)=(.*)$", arg, re.S)
+        m = re.match(r"^--([A-Za-z_][\w.\-]*)(?:=(.*))?$", arg, re.S)
         if not m:
-            raise ConfigError(f"cannot read command-line argument {arg!r}: expected --key=value")
+            raise ConfigError(f"cannot read command-line argument {arg!r}: expected --key=value or --flag")
         key, text = m.group(1).replace("-", "_"), m.group(2)
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = True if text is None else yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError:
             value = text  # e.g. an unbalanced bracket: keep the raw string, type checks decide
         *parents, leaf = key.split(".")
