@@ -59,6 +59,14 @@ def test_toy_dataset_maps_and_graph(tmp_path):
     assert ds.graph.has_edge([0, n_u + 0], [0, 2], [n_u + 0, n_u + n_i + 0]).all()  # u1-i1, i1-directed-d1
 
 
+def test_item_names_from_linked_entities(tmp_path):
+    write_dataset(tmp_path)
+    ds = load_dataset("toy", data_path=tmp_path, item_name="entity")
+    assert ds.item_names.tolist() == ["e1", "e2", "i3"]  # unlinked i3: its title, here its token
+    with pytest.raises(ValueError, match="item_name"):
+        load_dataset("toy", data_path=tmp_path, item_name="label")
+
+
 def test_custom_field_names_and_ui_relation(tmp_path):
     folder = write_dataset(tmp_path, item=None)
     text = (folder / "toy.inter").read_text().replace("user_id:token", "uid:token")
@@ -130,6 +138,16 @@ def test_ml100k_sizes(shared_data):
     other = load_dataset("ml-100k", data_path=shared_data, seed=1)
     np.testing.assert_array_equal(ds.splits["test"].items, again.splits["test"].items)
     assert not np.array_equal(ds.splits["test"].items, other.splits["test"].items)
+
+
+def test_ml1m_dataset_config_names_items_by_dbpedia_entity(shared_data):
+    from kgglm.config import Config
+
+    config = Config("KGGLM", "ml1m", config_dict={"data_path": str(shared_data)})
+    assert config["item_name"] == "entity"
+    ds = load_dataset_from_config(config)
+    k = int(np.flatnonzero(ds.item_entity_tokens == "Back_to_the_Future")[0])
+    assert ds.item_names[k] == "Back_to_the_Future"
 
 
 def test_ml1m_sizes_with_benchmark_files(shared_data):

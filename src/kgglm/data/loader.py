@@ -46,7 +46,7 @@ FIELD_DEFAULTS = {
     "TAIL_ENTITY_ID_FIELD": "tail_id",
     "ENTITY_ID_FIELD": "entity_id",
 }
-_CONFIG_KEYS = ("data_path", "eval_args", "seed", "benchmark_filename", "ui_relation", "show_progress")
+_CONFIG_KEYS = ("data_path", "eval_args", "seed", "benchmark_filename", "ui_relation", "show_progress", "item_name")
 
 
 def load_dataset(
@@ -66,13 +66,16 @@ def load_dataset(
     ui_relation: str = "[UI-Relation]",
     show_progress: bool = False,
     download: bool = True,
+    item_name: str = "title",
 ) -> Dataset:
     """Read ``DATA_PATH/NAME/NAME.{inter,kg,link,item}``, split the interactions and build the graph.
 
     Args mirror RecBole/hopwise config keys: ``eval_args`` (default ``{'split': {'RS': [0.8, 0.1,
     0.1]}, 'order': 'RO', 'group_by': 'user'}``), ``benchmark_filename`` (e.g. ``['train', 'valid',
     'test']`` reads the pre-split ``NAME.train.inter``... instead of splitting), the field names, and
-    ``ui_relation``. ``data_path`` is resolved as in :func:`kgglm.data.download.resolve_dataset`.
+    ``ui_relation``. ``item_name`` picks readable item names: ``'title'`` (the ``.item`` title) or
+    ``'entity'`` (the linked KG entity token, e.g. DBpedia's ``Toy_Story``; the title when unlinked).
+    ``data_path`` is resolved as in :func:`kgglm.data.download.resolve_dataset`.
     Raises :class:`~kgglm.data.atomic.DatasetError` with file, line and field on bad input.
     """
     t0 = time.perf_counter()
@@ -149,7 +152,11 @@ def load_dataset(
         log.debug("%d linked items have no triples in %s", linked_total - n_linked_in_kg, kg.path)
 
     item_tokens = np.asarray(item_tokens, dtype=object)
+    if item_name not in ("title", "entity"):
+        raise ValueError(f"item_name must be 'title' or 'entity', got {item_name!r}")
     item_names = _item_names(folder / f"{dataset}.item", iid, item_tokens)
+    if item_name == "entity":
+        item_names = np.where(item_entity != "", item_entity, item_names).astype(object)
     relation_tokens = np.concatenate([[ui_relation], rel_tokens]).astype(object)
     graph = build_graph(n_users, n_items, len(entity_tokens), len(relation_tokens), splits["train"],
                         kg_heads, kg_rels, kg_tails)
