@@ -138,18 +138,24 @@ def evaluate_split(model: KGGLM, data: Dataset, vocab: Vocabulary, config: Confi
     """Decode paths for every user with items in ``split``; metrics (with ``score`` = valid_metric)
     and the recommendations (``export_k`` items per user, metrics use the first max(topk))."""
     ks = sorted(set(config["topk"]))
-    gen = dict(config["path_generation_args"])
-    gen.pop("paths_per_user", None)
     users = users_with_items(data, split)
-    recs = recommend(model, data, users, vocab=vocab, split=split, topk=max(ks[-1], export_k or 0),
-                     hop_length=config["path_hop_length"], batch_size=config["eval_batch_size"],
-                     show_progress=config["show_progress"], **gen)
+    recs = _decode(model, data, vocab, config, users, split, max(ks[-1], export_k or 0),
+                   show_progress=config["show_progress"])
     metrics = evaluate_topk(recs.items[:, :ks[-1]], users, data, split, ks, config["metrics"])
     metrics.update(path_quality(recs, data, vocab))
     metrics["n_users"] = int(len(users))
     metrics["score"] = metric_value(metrics, config["valid_metric"])
     logger.info("%s: %s", split, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
     return metrics, recs
+
+
+def _decode(model: KGGLM, data: Dataset, vocab: Vocabulary, config: Config, users: np.ndarray, split: str,
+            topk: int, show_progress: bool = False) -> Recommendations:
+    """Constrained beam search for ``users`` with the config's ``path_generation_args``."""
+    gen = dict(config["path_generation_args"])
+    gen.pop("paths_per_user", None)  # already folded into topk by the callers
+    return recommend(model, data, users, vocab=vocab, split=split, topk=topk, hop_length=config["path_hop_length"],
+                     batch_size=config["eval_batch_size"], show_progress=show_progress, **gen)
 
 
 def evaluate_pop(config: Config, data: Dataset, split: str) -> dict:
@@ -229,15 +235,10 @@ def recommend_from_checkpoint(path, user_ids: Iterable[str], k: int = 10, *, dat
                               cmd_args=None) -> list[dict]:
     """Top-``k`` unseen items (not in train or valid) with explanation paths for original user ids."""
     model, vocab, data, config = load_for_serving(path, data_path=data_path, cmd_args=cmd_args)
-    user_ids = [str(u) for u in user_ids]
-    known = np.isin(np.array(user_ids, dtype=str), data.user_tokens.astype(str))
-    if not known.all():
-        bad = user_ids[int(np.flatnonzero(~known)[0])]
-        raise ConfigError(f"unknown user id {bad!r} in dataset {data.name} (ids are the "
-                          f"{config['USER_ID_FIELD']} values of its .inter file, e.g. {str(data.user_tokens[0])!r})")
-    users = data.user_index(np.array(user_ids, dtype=object))
-    gen = dict(config["path_generation_args"])
-    gen.pop("paths_per_user", None)
-    recs = recommend(model, data, users, vocab=vocab, split="test", topk=int(k),
-                     hop_length=config["path_hop_length"], batch_size=config["eval_batch_size"], **gen)
+    try:
+        users = data.user_index(np.array([str(u) for u in user_ids], dtype=object))
+    except KeyError as exc:
+        raise ConfigError(f"{exc.args[0]} in dataset {data.name} (ids are the {config['USER_ID_FIELD']} values "
+                          f"of its .inter file, e.g. {str(data.user_tokens[0])!r})") from None
+    recs = _decode(model, data, vocab, config, users, "test", int(k))
     return explained(recs, data, vocab)

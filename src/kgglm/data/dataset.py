@@ -27,13 +27,6 @@ class Interactions:
     def __len__(self) -> int:
         return int(self.users.shape[0])
 
-    def user_items_csr(self, n_users: int) -> tuple[np.ndarray, np.ndarray]:
-        """(indptr, items) of each user's items in this split, items sorted within a user."""
-        order = np.lexsort((self.items, self.users))
-        indptr = np.zeros(n_users + 1, dtype=np.int64)
-        np.cumsum(np.bincount(self.users, minlength=n_users), out=indptr[1:])
-        return indptr, self.items[order]
-
 
 @dataclass
 class Dataset:
@@ -80,10 +73,10 @@ class Dataset:
 
     def user_index(self, tokens) -> np.ndarray:
         """0-based user indices of original user tokens; KeyError naming the first unknown one."""
-        return _lookup(self.user_tokens, tokens, "user")
+        return lookup_tokens(self.user_tokens, tokens, "user")
 
     def item_index(self, tokens) -> np.ndarray:
-        return _lookup(self.item_tokens, tokens, "item")
+        return lookup_tokens(self.item_tokens, tokens, "item")
 
 
 def build_graph(
@@ -110,13 +103,13 @@ def build_graph(
     )
 
 
-def _lookup(table: np.ndarray, tokens, kind: str) -> np.ndarray:
+def lookup_tokens(table, tokens, kind: str) -> np.ndarray:
+    """Index of each token in ``table`` (exact string match); KeyError naming the first unknown one."""
+    table = np.asarray(table).astype(str)
     tokens = np.atleast_1d(np.asarray(tokens, dtype=object)).astype(str)
-    order = np.argsort(table)
-    sorted_table = table[order].astype(str)
-    pos = np.searchsorted(sorted_table, tokens)
-    pos = np.minimum(pos, len(sorted_table) - 1)
-    bad = sorted_table[pos] != tokens
+    order = np.argsort(table, kind="stable")
+    pos = np.minimum(np.searchsorted(table[order], tokens), max(len(table) - 1, 0))
+    bad = (table[order][pos] != tokens) if len(table) else np.ones(tokens.shape, bool)
     if bad.any():
-        raise KeyError(f"unknown {kind} id {tokens[bad][0]!r}")
+        raise KeyError(f"unknown {kind} id {str(tokens[bad][0])!r}")
     return order[pos].astype(np.int64)

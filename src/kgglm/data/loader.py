@@ -212,16 +212,24 @@ def _check_tokens(table: AtomicTable, fields: tuple[str, ...]) -> None:
             raise DatasetError(f"{table.where(int(empty[0]), name)}: empty value (expected a token)")
 
 
+def _first_repeat(values: np.ndarray) -> tuple[int, int] | None:
+    """(index of the first value seen before, index of its first occurrence), or None."""
+    again = pd.Series(values).duplicated().to_numpy()
+    if not again.any():
+        return None
+    k = int(np.flatnonzero(again)[0])
+    return k, int(np.flatnonzero(values == values[k])[0])
+
+
 def _link_items(link: AtomicTable, iid: str, eid: str, items: pd.Index) -> np.ndarray:
     """Linked entity token of every known item ('' when unlinked); errors on conflicting links."""
     frame = link.frame[[iid, eid]]
     first = ~frame.duplicated().to_numpy()  # exact repeats of a link are harmless
     rows = np.flatnonzero(first)
     link_items, link_ents = frame[iid].to_numpy()[rows], frame[eid].to_numpy()[rows]
-    again = pd.Series(link_items).duplicated().to_numpy()
-    if again.any():
-        k = int(np.flatnonzero(again)[0])
-        prev = int(np.flatnonzero(link_items == link_items[k])[0])
+    repeat = _first_repeat(link_items)
+    if repeat:
+        k, prev = repeat
         raise DatasetError(
             f"{link.where(rows[k], iid)}: item '{link_items[k]}' is linked to entity '{link_ents[k]}' but "
             f"line {link.lines[rows[prev]]} links it to '{link_ents[prev]}' (expected one entity per item)")
@@ -230,10 +238,9 @@ def _link_items(link: AtomicTable, iid: str, eid: str, items: pd.Index) -> np.nd
     if not known.all():
         log.debug("%s: %d linked items are not in the interactions (ignored)", link.path, int((~known).sum()))
     rows, link_items, link_ents, index = rows[known], link_items[known], link_ents[known], index[known]
-    again = pd.Series(link_ents).duplicated().to_numpy()
-    if again.any():
-        k = int(np.flatnonzero(again)[0])
-        prev = int(np.flatnonzero(link_ents == link_ents[k])[0])
+    repeat = _first_repeat(link_ents)
+    if repeat:
+        k, prev = repeat
         raise DatasetError(
             f"{link.where(rows[k], eid)}: entity '{link_ents[k]}' is linked to item '{link_items[k]}' but "
             f"line {link.lines[rows[prev]]} links it to item '{link_items[prev]}' (expected one item per "

@@ -16,6 +16,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from kgglm.decode.constraints import excluded_items_csr
 from kgglm.decode.recommend import Recommendations, default_excluded_splits, recommend, users_with_items
 from kgglm.evaluate.metrics import hit_matrix, metric_value, topk_metrics
 from kgglm.paths.vocab import PAD, RELATION_OFFSET, Vocabulary
@@ -26,17 +27,14 @@ log = logging.getLogger(__name__)
 def split_csr(dataset, splits: Iterable[str], users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Items of ``users`` (one CSR segment per entry of ``users``) over the union of ``splits``."""
     users = np.asarray(users, dtype=np.int64)
-    n_items = dataset.n_items
-    us = np.concatenate([dataset.splits[s].users for s in splits]).astype(np.int64)
-    its = np.concatenate([dataset.splits[s].items for s in splits]).astype(np.int64)
-    keys = np.unique(us * n_items + its)
-    ku, ki = keys // n_items, keys % n_items
-    lo, hi = np.searchsorted(ku, users, "left"), np.searchsorted(ku, users, "right")
-    counts = hi - lo
+    all_indptr, all_items = excluded_items_csr(dataset.n_users, dataset.n_items,
+                                               [dataset.splits[s] for s in splits])
+    lo = all_indptr[users]
+    counts = all_indptr[users + 1] - lo
     indptr = np.zeros(len(users) + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     pos = np.arange(indptr[-1]) - np.repeat(indptr[:-1], counts) + np.repeat(lo, counts)
-    return indptr, ki[pos]
+    return indptr, all_items[pos]
 
 
 def rank_scores(scores: np.ndarray, excluded: tuple[np.ndarray, np.ndarray], k: int) -> np.ndarray:

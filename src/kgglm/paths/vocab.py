@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kgglm.data.dataset import lookup_tokens
+
 SPECIAL_TOKENS = ("[PAD]", "[BOS]", "[EOS]", "[UNK]", "[MASK]")
 PAD, BOS, EOS, UNK, MASK = range(len(SPECIAL_TOKENS))
 RELATION_OFFSET = len(SPECIAL_TOKENS)
@@ -195,12 +197,12 @@ class Vocabulary:
         if kind not in tables:
             raise ValueError(f"kind must be one of {sorted(tables)}, got {kind!r}")
         table, offset = tables[kind]
-        return _lookup(table, tokens, kind) + offset
+        return lookup_tokens(table, tokens, kind) + offset
 
     def relations_from_dataset_tokens(self, dataset, names) -> np.ndarray:
         """Relation ids of relation names (the ui_relation name is relation 0)."""
         self.check_dataset(dataset)
-        return _lookup(dataset.relation_tokens, names, "relation")
+        return lookup_tokens(dataset.relation_tokens, names, "relation")
 
     def token_strings(self, tokens) -> np.ndarray:
         """Readable token strings: [BOS], R3, U12, I55, E901."""
@@ -249,15 +251,3 @@ class Vocabulary:
     def load(cls, directory: str | os.PathLike) -> "Vocabulary":
         data = json.loads((Path(directory) / VOCAB_FILE).read_text())
         return cls(**data)
-
-
-def _lookup(table, tokens, kind: str) -> np.ndarray:
-    """Index of each token in ``table`` (exact string match); KeyError naming the first unknown."""
-    table = np.asarray(table).astype(str)
-    tokens = np.atleast_1d(np.asarray(tokens, dtype=object)).astype(str)
-    order = np.argsort(table, kind="stable")
-    pos = np.minimum(np.searchsorted(table[order], tokens), max(len(table) - 1, 0))
-    bad = (table[order][pos] != tokens) if len(table) else np.ones(tokens.shape, bool)
-    if bad.any():
-        raise KeyError(f"unknown {kind} token {tokens[bad][0]!r}")
-    return order[pos].astype(np.int64)
