@@ -23,10 +23,13 @@ from collections import defaultdict
 import numpy as np
 import torch
 
+from kgglm.baselines import get_baseline
+from kgglm.config import Config
 from kgglm.data import load_dataset
 from kgglm.decode.beam_search import beam_search
-from kgglm.decode.recommend import make_constraint, users_with_items
-from kgglm.evaluate import PopBaseline, evaluate_model
+from kgglm.decode.generation import PathGenerationConfig
+from kgglm.decode.recommend import make_constraint
+from kgglm.evaluate import EvalConfig, evaluate
 from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.paths.vocab import BOS, RELATION_OFFSET, Vocabulary
 
@@ -85,7 +88,7 @@ def brief_training(model, dataset, vocab, steps: int, batch: int, device, lr: fl
     """Plain AdamW on user paths (the trainer lives in kgglm.train; this keeps the benchmark standalone)."""
     from kgglm.paths.sampling import sample_user_paths
 
-    paths = sample_user_paths(dataset.graph, dataset.splits["train"], max_paths_per_user=250, hop_length=3)
+    paths = sample_user_paths(dataset.graph, dataset.splits["train"], max_paths_per_user=250, hop_length=3, seed=0)
     tokens = torch.as_tensor(paths.tokens(vocab), device=device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -129,9 +132,10 @@ def main() -> None:
     ds = load_dataset(args.dataset, data_path=args.data_path)
     vocab = Vocabulary.from_graph(ds.graph, ds.name)
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab.size, 9, args.embedding_size, args.num_heads, args.num_layers, dropout=0.1)
+    cfg = ModelConfig(vocab_size=vocab.size, n_positions=9, embedding_size=args.embedding_size,
+                      num_heads=args.num_heads, num_layers=args.num_layers, dropout=0.1, use_kg_token_types=True)
     model = KGGLM(cfg, torch.as_tensor(vocab.token_types())).to(device).eval()
-    users = users_with_items(ds, "test")
+    users = ds.eval_users("test")
     if args.users:
         users = users[:args.users]
     print(f"{ds.name}: {len(users)} test users, vocab {vocab.size}, device {device}, "
@@ -139,32 +143,33 @@ def main() -> None:
     if args.train_steps:
         brief_training(model, ds, vocab, args.train_steps, args.train_batch, device)
 
-    constraint = make_constraint(ds, vocab, split="test", device=device)
-    beam_search(model, constraint, users[:4], num_beams=args.num_beams, n_return=args.topk)  # warm-up
-    res = evaluate_model(model, ds, vocab, split="test", topk=[args.topk], batch_size=args.batch_size,
-                         device=device, path_generation_args={"num_beams": args.num_beams}, users=users,
-                         with_pop=True)
+    gen = PathGenerationConfig.from_config(Config(config_dict={"path_generation_args": {"num_beams": args.num_beams}}))
+    settings = EvalConfig(topk=(args.topk,), metrics=("Recall", "MRR", "NDCG", "Hit", "Precision"),
+                          valid_metric=f"NDCG@{args.topk}", eval_batch_size=args.batch_size)
+    constraint = make_constraint(ds, vocab, split="test", hop_length=3, device=device)
+    beam_search(model, constraint, users[:4], gen, n_return=args.topk)  # warm-up
+    res = evaluate(model, ds, "test", settings, vocab=vocab, generation=gen, users=users).metrics
+    pop = evaluate(_pop(ds), ds, "test", settings, users=users).metrics
     print(f"kgglm: {res['users_per_second']:.1f} users/s ({res['n_users']} users in {res['seconds']:.1f}s), "
           f"valid paths {res['valid_paths']:.1%}, coverage {res['path_coverage']:.1%}, "
           f"{res['relation_patterns']} relation patterns, users short of {args.topk}: {res['users_short']}")
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in res.items()}))
     k = args.topk
-    print(f"NDCG@{k}: kgglm {res[f'ndcg@{k}']:.4f} vs Pop {res[f'pop_ndcg@{k}']:.4f} "
-          f"(x{res[f'ndcg@{k}'] / max(res[f'pop_ndcg@{k}'], 1e-12):.2f})")
+    print(f"NDCG@{k}: kgglm {res[f'ndcg@{k}']:.4f} vs Pop {pop[f'ndcg@{k}']:.4f} "
+          f"(x{res[f'ndcg@{k}'] / max(pop[f'ndcg@{k}'], 1e-12):.2f})")
 
     if args.hopwise_style:
         sub = users[:args.hopwise_style]
         bs = min(args.batch_size, len(sub))
         timings = {}
-        from kgglm.evaluate.evaluator import split_csr
-        excl = split_csr(ds, ["train", "valid"], np.arange(ds.n_users))
+        excl = ds.seen_items("test")
         hop = HopwiseStyleProcessor(constraint, ds, excl)
         for name, kwargs in (("sparse (default)", dict(constraint=constraint, sparse=True)),
                              ("dense vectorised mask", dict(constraint=constraint, sparse=False)),
                              ("hopwise-style mask", dict(constraint=hop, sparse=False))):
             t0 = time.perf_counter()
-            outs = [beam_search(model, kwargs["constraint"], sub[i:i + bs], num_beams=args.num_beams,
-                                n_return=args.topk, sparse=kwargs["sparse"]) for i in range(0, len(sub), bs)]
+            outs = [beam_search(model, kwargs["constraint"], sub[i:i + bs], gen, n_return=args.topk,
+                                sparse=kwargs["sparse"]) for i in range(0, len(sub), bs)]
             if device.type == "cuda":
                 torch.cuda.synchronize()
             timings[name] = len(sub) / (time.perf_counter() - t0)
@@ -175,6 +180,12 @@ def main() -> None:
         print(f"speed-up vs hopwise-style: x{timings['sparse (default)'] / timings['hopwise-style mask']:.1f} "
               f"(same top-{args.topk} items: {same}; first {len(sub)} users; hopwise-style mask cache warm-up "
               "included as in a single evaluation run)")
+
+
+def _pop(ds):
+    pop = get_baseline("Pop")()
+    pop.fit(ds, {})
+    return pop
 
 
 if __name__ == "__main__":

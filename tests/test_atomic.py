@@ -126,3 +126,20 @@ def test_crlf_last_token_column_has_no_carriage_return(tmp_path):
     text = b"\xef\xbb\xbfitem_id:token\tentity_id:token\r\n1\tm.1\r\n2\tm.2\r\n\r\n"
     table = read_atomic(write(tmp_path, text, "toy.link"))
     assert table.column("entity_id").tolist() == ["m.1", "m.2"] and table.lines.tolist() == [2, 3]
+
+
+def test_unused_float_column_is_still_checked(tmp_path):
+    # a declared float column that the caller does not ask for must still hold numbers
+    path = write(tmp_path, INTER + "3\t30\tabc\t300\n")
+    with pytest.raises(DatasetError) as err:
+        read_atomic(path, usecols=("user_id", "item_id"))
+    msg = str(err.value)
+    assert "toy.inter line 4, field 'rating'" in msg and "'abc'" in msg and "expected a float" in msg
+
+
+def test_unused_float_seq_column_is_still_checked(tmp_path):
+    text = "item_id:token\temb:float_seq\n1\t0.5 1\n2\t0.5 x\n"
+    with pytest.raises(DatasetError, match=r"toy.item line 3, field 'emb'.*float_seq"):
+        read_atomic(write(tmp_path, text, "toy.item"), usecols=("item_id",))
+    table = read_atomic(write(tmp_path, text.replace(" x", " 2"), "toy.item"), usecols=("item_id",))
+    assert list(table.frame.columns) == ["item_id"]

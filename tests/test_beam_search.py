@@ -12,18 +12,17 @@ import torch.nn.functional as F
 from kgglm.data.dataset import build_graph
 from kgglm.data.synthetic import make_synthetic_dataset
 from kgglm.decode.beam_search import beam_search
-from kgglm.decode.constraints import GraphConstraint, excluded_items_csr
-from kgglm.model.gpt import KGGLM, ModelConfig
+from cases import generation, make_model
+from kgglm.data.dataset import items_csr as excluded_items_csr
+from kgglm.decode.constraints import GraphConstraint
 from kgglm.paths.vocab import BOS, PAD, RELATION_OFFSET, Vocabulary
 
 H = 3
 
 
 def tiny_model(vocab, seed=0, init=0.02, emb=32, layers=2):
-    torch.manual_seed(seed)
-    cfg = ModelConfig(vocab.size, 2 * H + 3, embedding_size=emb, num_heads=2, num_layers=layers, dropout=0.0,
-                      initializer_range=init)
-    return KGGLM(cfg, torch.as_tensor(vocab.token_types())).eval()
+    return make_model(vocab, n_positions=2 * H + 3, embedding_size=emb, num_layers=layers, initializer_range=init,
+                      seed=seed).eval()
 
 
 def reachable_unseen(graph, user: int, excluded: set, hops: int = H) -> set:
@@ -78,7 +77,7 @@ def test_paths_legal_distinct_unseen_and_k_items(bigger):
     ds, vocab, c, csr = bigger
     model = tiny_model(vocab, init=0.5)
     users = np.arange(ds.n_users)
-    out = beam_search(model, c, users, num_beams=8, n_return=10, return_item_scores=True)
+    out = beam_search(model, c, users, generation(num_beams=8), n_return=10, return_item_scores=True)
     check_paths(out, ds.graph, vocab, csr)
     for row, u in enumerate(users):
         seen = set(csr[1][csr[0][u]:csr[0][u + 1]].tolist())
@@ -95,12 +94,12 @@ def test_paths_legal_distinct_unseen_and_k_items(bigger):
 def test_scores_equal_recomputed_path_log_probs(bigger):
     ds, vocab, c, _ = bigger
     model = tiny_model(vocab, init=0.5, seed=3)
-    out = beam_search(model, c, np.arange(6), num_beams=5, n_return=4)
+    out = beam_search(model, c, np.arange(6), generation(num_beams=5), n_return=4)
     ok = out.items >= 0
     recomputed = path_log_probs(model, c, out.paths[ok])
     assert torch.allclose(recomputed, out.scores[ok], atol=1e-4)
     assert (out.scores[:, :-1] >= out.scores[:, 1:]).all()  # sorted best first
-    cum = beam_search(model, c, np.arange(6), num_beams=5, n_return=4, ranking="cumulative")
+    cum = beam_search(model, c, np.arange(6), generation(num_beams=5, ranking="cumulative"), n_return=4)
     okc = cum.items >= 0
     assert ((cum.scores[okc] > 0) & (cum.scores[okc] <= 1)).all()
 
@@ -108,8 +107,8 @@ def test_scores_equal_recomputed_path_log_probs(bigger):
 def test_sparse_and_dense_paths_agree(bigger):
     ds, vocab, c, _ = bigger
     model = tiny_model(vocab, init=0.5, seed=5)
-    a = beam_search(model, c, np.arange(10), num_beams=6, n_return=10, return_item_scores=True, sparse=True)
-    b = beam_search(model, c, np.arange(10), num_beams=6, n_return=10, return_item_scores=True, sparse=False)
+    a = beam_search(model, c, np.arange(10), generation(num_beams=6), n_return=10, return_item_scores=True, sparse=True)
+    b = beam_search(model, c, np.arange(10), generation(num_beams=6), n_return=10, return_item_scores=True, sparse=False)
     assert torch.equal(a.items, b.items)
     assert torch.allclose(a.scores, b.scores, atol=1e-4)
     fa, fb = torch.isfinite(a.item_scores), torch.isfinite(b.item_scores)
@@ -120,8 +119,7 @@ def test_sampling_gives_legal_paths(bigger):
     ds, vocab, c, csr = bigger
     model = tiny_model(vocab, init=0.5)
     gen = torch.Generator().manual_seed(0)
-    out = beam_search(model, c, np.arange(8), num_beams=6, n_return=5, do_sample=True, top_k=5, top_p=0.9,
-                      temperature=1.5, generator=gen)
+    out = beam_search(model, c, np.arange(8), generation(num_beams=6, do_sample=True, top_k=5, top_p=0.9, temperature=1.5), n_return=5, generator=gen)
     check_paths(out, ds.graph, vocab, csr)
     assert (out.items >= 0).all()
 
@@ -161,13 +159,13 @@ def test_collapsed_beams_are_widened_to_k_distinct_items():
     vocab = Vocabulary.from_graph(g)
     c = GraphConstraint(g, vocab, hop_length=H, excluded=[train])
     model = HubModel(vocab.size, vocab.node_offset + n_users + n_items)  # favours E0
-    out = beam_search(model, c, [0], num_beams=2, n_return=5)
+    out = beam_search(model, c, [0], generation(num_beams=2), n_return=5)
     assert out.stats["widened_users"] >= 1
     csr = excluded_items_csr(n_users, n_items, [train])
     check_paths(out, g, vocab, csr)
     assert (out.items >= 0).sum() == 5
     # without widening the same search finds a single item: the collapse really happens
-    narrow = beam_search(model, c, [0], num_beams=2, n_return=5, max_num_beams=2)
+    narrow = beam_search(model, c, [0], generation(num_beams=2, max_num_beams=2), n_return=5)
     assert (narrow.items >= 0).sum() == 1
 
 
@@ -204,7 +202,7 @@ def test_tiny_trained_model_recommends_the_pattern_first(one_thread):
     user_cluster, item_cluster = users % 3, np.arange(ds.n_items) % 3
 
     def cluster_share(model):
-        out = beam_search(model, c, users, num_beams=10, n_return=3)
+        out = beam_search(model, c, users, generation(num_beams=10), n_return=3)
         items = out.items.numpy()
         assert (items >= 0).all()
         return float((item_cluster[items] == user_cluster[:, None]).mean())
@@ -233,9 +231,9 @@ def test_input_validation(bigger):
     ds, vocab, c, _ = bigger
     model = tiny_model(vocab)
     with pytest.raises(ValueError, match="user index"):
-        beam_search(model, c, [ds.n_users])
+        beam_search(model, c, [ds.n_users], generation(), n_return=10)
     with pytest.raises(ValueError, match="ranking"):
-        beam_search(model, c, [0], ranking="nope")
-    short = KGGLM(ModelConfig(vocab.size, 4, 16, 2, 1), torch.as_tensor(vocab.token_types()))
+        generation(ranking="nope")
+    short = make_model(vocab, n_positions=4, embedding_size=16, num_layers=1)
     with pytest.raises(ValueError, match="n_positions"):
-        beam_search(short, c, [0])
+        beam_search(short, c, [0], generation(), n_return=10)

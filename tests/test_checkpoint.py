@@ -12,8 +12,14 @@ from kgglm.data.synthetic import make_synthetic_dataset
 from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.paths.vocab import Vocabulary
 from kgglm.train import checkpoint as ckpt
-from kgglm.train.checkpoint import (CheckpointError, load_checkpoint, load_pretrained_for_finetune,
-                                    load_training_state, resolve_checkpoint, save_checkpoint)
+from kgglm.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_pretrained_for_finetune,
+    load_training_state,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 
 
 @pytest.fixture()
@@ -25,7 +31,7 @@ def vocab() -> Vocabulary:
 def model_for(vocab: Vocabulary, size: int = 32, layers: int = 1, heads: int = 4, seed: int = 0) -> KGGLM:
     torch.manual_seed(seed)
     cfg = ModelConfig(vocab_size=vocab.size, n_positions=9, embedding_size=size, num_heads=heads,
-                      num_layers=layers, dropout=0.0)
+                      num_layers=layers, dropout=0.0, use_kg_token_types=True)
     return KGGLM(cfg, torch.from_numpy(vocab.token_types())).eval()
 
 
@@ -34,7 +40,8 @@ def test_save_load_gives_identical_logits(vocab, tmp_path):
     state = {"step": 7, "rng_cpu": torch.get_rng_state(), "history": [{"score": 0.5, "metrics": {"a": 1.0}}]}
     out = save_checkpoint(tmp_path / "ck", model, vocab, train_config={"learning_rate": 2e-4},
                           meta={"stage": "pretrain", "step": 7}, training_state=state)
-    assert sorted(os.listdir(out)) == ["config.json", "model.safetensors", "training_state.pt", "vocab.json"]
+    assert sorted(os.listdir(out)) == ["config.json", "model.safetensors", "training_state.json",
+                                       "training_state.safetensors", "vocab.json"]
     assert sorted(os.listdir(tmp_path)) == ["ck"]  # no temporary directory left behind
     loaded, v2, meta = load_checkpoint(out)
     assert v2 == vocab and meta["stage"] == "pretrain" and meta["step"] == 7
@@ -68,22 +75,68 @@ def test_overwrite_and_interrupted_save_keep_a_valid_checkpoint(vocab, tmp_path,
     assert sorted(os.listdir(tmp_path)) == ["ck"]
 
 
-def test_resolve_picks_newest_and_explains_missing(vocab, tmp_path):
+def test_training_state_round_trips_exactly_without_pickle(vocab, tmp_path):
     model = model_for(vocab)
-    for step in (5, 10):
-        save_checkpoint(tmp_path / f"step-{step:07d}", model, vocab, meta={"step": step})
-    save_checkpoint(tmp_path / "best", model, vocab, meta={"step": 3, "created": 0.0})
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randint(0, vocab.size, (2, 9)))[0].float().mean().backward()
+    opt.step()
+    state = {"optimizer": opt.state_dict(), "rng": {"cpu": torch.get_rng_state()}, "losses": [(1, 0.1 + 0.2)],
+             "best": None, "flag": True, "name": "run", "nested": {"scalar": torch.tensor(3.5)}}
+    out = save_checkpoint(tmp_path / "ck", model, vocab, training_state=state)
+    back = load_training_state(out)
+    assert back["losses"] == [(1, 0.1 + 0.2)] and back["best"] is None and back["flag"] is True
+    assert torch.equal(back["rng"]["cpu"], state["rng"]["cpu"]) and back["nested"]["scalar"].item() == 3.5
+    saved_opt = opt.state_dict()
+    assert set(back["optimizer"]["state"]) == set(saved_opt["state"])  # int parameter keys stay ints
+    for k, s in saved_opt["state"].items():
+        for name, v in s.items():
+            assert torch.equal(back["optimizer"]["state"][k][name], v), (k, name)
+    fresh = torch.optim.AdamW(model_for(vocab).parameters(), lr=1e-3)
+    fresh.load_state_dict(back["optimizer"])
+    assert fresh.state_dict()["param_groups"] == saved_opt["param_groups"]
+    assert "pickle" not in (out / "training_state.json").read_text()
+
+
+def test_training_state_refuses_what_it_cannot_store_safely(vocab, tmp_path):
+    with pytest.raises(TypeError, match=r"training_state\.when: cannot store a object"):
+        save_checkpoint(tmp_path / "ck", model_for(vocab), vocab, training_state={"when": object()})
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_a_pickled_training_state_is_never_loaded(vocab, tmp_path, monkeypatch):
+    out = save_checkpoint(tmp_path / "ck", model_for(vocab), vocab)
+    torch.save({"step": 1}, out / ckpt.LEGACY_STATE_FILE)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called on a user file"))
+    with pytest.raises(CheckpointError, match="pickled training state"):
+        load_training_state(out)
+    with pytest.raises(CheckpointError, match="resumable"):
+        resolve_checkpoint(tmp_path, require_state=True)
+
+
+def test_resolve_picks_the_most_recently_completed_and_explains_missing(vocab, tmp_path):
+    model = model_for(vocab)
+    # a later run with fewer steps (a shared KGGLM-pretrain/ folder): completion time, not step, decides
+    for run, step in (("a", 50), ("a", 60), ("b", 10)):
+        save_checkpoint(tmp_path / f"step-{step:07d}", model, vocab, meta={"step": step, "run_id": run},
+                        training_state={"step": step})
+    assert resolve_checkpoint(tmp_path) == tmp_path / "step-0000010"
+    assert resolve_checkpoint(tmp_path, require_state=True) == tmp_path / "step-0000010"
+    # best/ (weights only, a copy of an earlier state) written last is still not "the newest"
+    save_checkpoint(tmp_path / "best", model, vocab, meta={"step": 8})
     assert resolve_checkpoint(tmp_path) == tmp_path / "step-0000010"
     assert resolve_checkpoint(tmp_path / "best") == tmp_path / "best"
     _, _, meta = load_checkpoint(tmp_path)
-    assert meta["step"] == 10
+    assert meta["step"] == 10 and meta["completed"] >= meta["created"]
+    (tmp_path / "only-best").mkdir()
+    save_checkpoint(tmp_path / "only-best" / "best", model, vocab)
+    assert resolve_checkpoint(tmp_path / "only-best") == tmp_path / "only-best" / "best"
+    with pytest.raises(CheckpointError, match="resumable"):
+        resolve_checkpoint(tmp_path / "only-best", require_state=True)
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="no checkpoint found"):
         resolve_checkpoint(tmp_path / "empty")
     with pytest.raises(CheckpointError, match="does not exist"):
         resolve_checkpoint(tmp_path / "nope")
-    with pytest.raises(CheckpointError, match="resumable"):
-        resolve_checkpoint(tmp_path, require_state=True)
 
 
 def test_broken_config_names_file_and_line(vocab, tmp_path):

@@ -39,7 +39,7 @@ def run_dir(env):
 
 def test_help_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "kgglm.cli", "--help"], capture_output=True, text=True, check=True)
-    for command in ("run", "train", "evaluate", "recommend", "tune", "data", "paths"):
+    for command in ("run", "train", "evaluate", "recommend", "tune", "data", "paths", "serve"):
         assert command in out.stdout
     out = subprocess.run([sys.executable, "-m", "kgglm.cli", "recommend", "--help"], capture_output=True,
                          text=True, check=True)
@@ -53,7 +53,7 @@ def test_run_writes_everything_in_one_directory(run_dir, capsys):
     assert (run_dir / "checkpoint" / "best" / "model.safetensors").is_file()
     assert any((run_dir / "pretrain").glob("step-*/model.safetensors"))
     assert result["train_stage"] == "pretrain+finetune"
-    assert set(result["baseline_test_result"]) >= {"ndcg@5"} and result["test_result"]["valid_paths"] == 1.0
+    assert set(result["baselines"]["Pop"]["test"]) >= {"ndcg@5"} and result["test_result"]["valid_paths"] == 1.0
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["embedding_size"] == TINY["embedding_size"] and config["dataset"] == "toy"
 
@@ -113,8 +113,29 @@ def test_train_stage_and_errors(env, tmp_path, capsys):
     assert "did you mean 'learning_rate'" in capsys.readouterr().err
     assert main(["recommend", "--checkpoint", str(tmp_path / "nothing"), "--user", "1"]) == 2
     assert "does not exist" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["data", "--dataset", "toy", "--epochs=3"])  # inspection commands take no config overrides
+
+
+def test_data_command_goes_through_the_config(env, capsys):
+    """`kgglm data` resolves the config like every other command: presets, files, --key=value."""
+    root = env[0]
+    assert main(["data", "--dataset", "toy", "--data-path", str(root), "--json"]) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert main(["data", "--dataset", "toy", "--data-path", str(root), "--json",
+                 "--eval_args={split: {RS: [0.5, 0.25, 0.25]}}"]) == 0
+    halves = json.loads(capsys.readouterr().out)
+    assert halves["interactions"] == default["interactions"]
+    assert halves["train_interactions"] < default["train_interactions"]
+    assert main(["data", "--dataset", "toy", "--data-path", str(root), "--learning_rat=1"]) == 2
+    assert "did you mean" in capsys.readouterr().err
+
+
+def test_data_command_reads_ml1m_split_files(shared_data, capsys):
+    """Defect: `kgglm data --dataset ml1m` split ml1m.inter at random instead of reading the paper's
+    split files that `kgglm run` uses (the dataset config's benchmark_filename)."""
+    assert main(["data", "--dataset", "ml1m", "--data-path", str(shared_data), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert (stats["train_interactions"], stats["valid_interactions"], stats["test_interactions"]) == (
+        556_989, 190_063, 185_241)
 
 
 def test_unknown_user_is_a_clear_error(run_dir, capsys):

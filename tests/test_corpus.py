@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from kgglm.cli import main
-from kgglm.paths.corpus import build_corpus, corpus_args_from_config, path_lines, write_paths_tsv
+from kgglm.paths.corpus import PathSampleConfig, build_corpus, path_lines, stage_corpus, write_paths_tsv
 from kgglm.paths.sampling import sample_pretrain_paths, sample_user_paths
 from kgglm.paths.vocab import BOS, EOS, PAD, Vocabulary
 
@@ -27,15 +27,32 @@ def test_build_corpus_matches_sampler(toy_dataset):
         build_corpus(ds, v, stage="other")
 
 
-def test_corpus_args_from_config():
-    cfg = {"seed": 7, "MAX_PATHS_PER_USER": 30, "path_hop_length": 5,
-           "path_sample_args": {"pretrain_paths": 2, "pretrain_hop_length": "(3,5)", "collaborative_path": False}}
-    assert corpus_args_from_config(cfg, "pretrain") == {"seed": 7, "paths_per_node": 2, "hop_range": (3, 5)}
-    assert corpus_args_from_config(cfg, "finetune") == {"seed": 7, "max_paths_per_user": 30, "hop_length": 5,
-                                                        "collaborative": False}
-    assert corpus_args_from_config({"path_sample_args": {"pretrain_hop_length": [3, 3]}}, "pretrain") == {
-        "hop_range": (3, 3)}
-    assert corpus_args_from_config({}, "finetune") == {}
+def test_path_sample_config_from_config():
+    from kgglm.config import Config
+
+    cfg = Config(config_dict={"seed": 7, "MAX_PATHS_PER_USER": 30, "path_hop_length": 5,
+                              "path_sample_args": {"pretrain_paths": 2, "pretrain_hop_length": "(3,5)",
+                                                   "collaborative_path": False}})
+    sc = PathSampleConfig.from_config(cfg)
+    assert sc.sampler_args("pretrain") == {"seed": 7, "paths_per_node": 2, "hop_range": (3, 5), "include_users": False}
+    assert sc.sampler_args("finetune") == {"seed": 7, "max_paths_per_user": 30, "hop_length": 5,
+                                           "collaborative": False}
+    assert sc.context_length == 2 * 5 + 3
+    with pytest.raises(ValueError, match="stage"):
+        sc.sampler_args("nope")
+    with pytest.raises(ValueError, match="pretrain_hop_length"):
+        PathSampleConfig.from_config(Config(config_dict={"path_sample_args": {"pretrain_hop_length": [4, 2]}}))
+
+
+def test_stage_corpus_caps_pretraining_walks(toy_dataset):
+    from kgglm.config import Config
+
+    v = Vocabulary.from_graph(toy_dataset.graph, toy_dataset.name)
+    full = stage_corpus(toy_dataset, v, PathSampleConfig.from_config(Config()), "pretrain")
+    capped = stage_corpus(toy_dataset, v, PathSampleConfig.from_config(
+        Config(config_dict={"path_sample_args": {"pretrain_max_paths": 5}})), "pretrain")
+    assert len(capped) == 5 and len(full) > 5
+    assert {tuple(r) for r in capped.tolist()} <= {tuple(r) for r in full.tolist()}
 
 
 def test_tsv_lines_in_original_tokens(toy_dataset, tmp_path):
@@ -64,7 +81,7 @@ def test_cli_paths_checked_against_raw_files(shared_data, tmp_path):
     """Every hop of the written paths is a line of the raw .inter (user-item) or .kg file."""
     out = tmp_path / "ft.tsv"
     rc = main(["paths", "--dataset", "ml-100k", "--data-path", str(shared_data), "--stage", "finetune",
-               "--max-paths-per-user", "5", "--limit", "2000", "--out", str(out)])
+               "--MAX_PATHS_PER_USER=5", "--limit", "2000", "--out", str(out)])
     assert rc == 0
     lines = out.read_text().splitlines()
     assert len(lines) == 2000
@@ -97,10 +114,10 @@ def test_cli_paths_checked_against_raw_files(shared_data, tmp_path):
 def test_cli_pretrain_and_bad_args(shared_data, tmp_path, capsys):
     out = tmp_path / "pt.tsv"
     assert main(["paths", "--dataset", "ml-100k", "--data-path", str(shared_data), "--stage", "pretrain",
-                 "--limit", "10", "--seed", "3", "--out", str(out)]) == 0
+                 "--limit", "10", "--seed=3", "--out", str(out)]) == 0
     lines = out.read_text().splitlines()
     assert len(lines) == 10 and all(len(x.split("\t")) == 7 for x in lines)
     assert "[UI-Relation]" not in out.read_text()
     assert main(["paths", "--dataset", "ml-100k", "--data-path", str(shared_data), "--stage", "finetune",
-                 "--hop-length", "4", "--out", str(out)]) == 2
+                 "--path_hop_length=4", "--out", str(out)]) == 2
     assert "odd" in capsys.readouterr().err

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from kgglm.data.synthetic import make_synthetic_dataset
-from kgglm.decode.recommend import explain, read_recommendations, recommend, write_recommendations
-from kgglm.model.gpt import KGGLM, ModelConfig
+from cases import generation, make_model
+from kgglm.decode.explain import explain
+from kgglm.decode.recommend import read_recommendations, recommend, write_recommendations
 from kgglm.paths.vocab import RELATION_OFFSET, Vocabulary
 
 
@@ -18,17 +19,21 @@ from kgglm.paths.vocab import RELATION_OFFSET, Vocabulary
 def setup():
     ds = make_synthetic_dataset(n_users=20, n_items=45, items_per_user=12, seed=7)
     vocab = Vocabulary.from_graph(ds.graph)
-    torch.manual_seed(0)
-    model = KGGLM(ModelConfig(vocab.size, 9, 32, 2, 2, dropout=0.0, initializer_range=0.3),
-                  torch.as_tensor(vocab.token_types())).eval()
+    model = make_model(vocab, initializer_range=0.3).eval()
     return ds, vocab, model
+
+
+def rec(model, ds, vocab, users=None, *, split="test", topk=10, batch_size=16, return_item_scores=False, **gen):
+    users = ds.eval_users(split) if users is None else users
+    return recommend(model, ds, users, vocab=vocab, generation=generation(**gen), n_return=topk, split=split,
+                     batch_size=batch_size, return_item_scores=return_item_scores)
 
 
 def test_batches_equal_one_batch_and_default_users(setup):
     ds, vocab, model = setup
-    a = recommend(model, ds, split="test", topk=5, num_beams=6, batch_size=3, return_item_scores=True,
-                  max_num_beams=24)
-    b = recommend(model, ds, split="test", topk=5, num_beams=6, batch_size=100, max_num_beams=24)
+    a = rec(model, ds, vocab, split="test", topk=5, num_beams=6, batch_size=3, return_item_scores=True,
+            max_num_beams=24)
+    b = rec(model, ds, vocab, split="test", topk=5, num_beams=6, batch_size=100, max_num_beams=24)
     assert np.array_equal(a.users, np.unique(ds.splits["test"].users))
     assert np.array_equal(a.items, b.items) and np.allclose(a.scores, b.scores, atol=1e-5)
     assert a.item_scores.shape == (len(a.users), ds.n_items)
@@ -41,15 +46,15 @@ def test_batches_equal_one_batch_and_default_users(setup):
         assert not any((int(a.users[r]), int(a.items[r, k])) in seen for r, k in zip(rows, ranks))
 
 
-def test_paths_per_user_widens_the_list(setup):
+def test_n_return_sets_the_list_length(setup):
     ds, vocab, model = setup
-    r = recommend(model, ds, [0, 1], split="valid", topk=3, paths_per_user=8, num_beams=6)
+    r = rec(model, ds, vocab, [0, 1], split="valid", topk=8, num_beams=6)
     assert r.items.shape == (2, 8)
 
 
 def test_explanation_text(setup):
     ds, vocab, model = setup
-    r = recommend(model, ds, [2], split="test", topk=1, num_beams=4)
+    r = rec(model, ds, vocab, [2], split="test", topk=1, num_beams=4)
     path = r.paths[0, 0]
     text = explain(ds, vocab, path)
     nodes = path[0::2] - vocab.node_offset
@@ -62,7 +67,7 @@ def test_explanation_text(setup):
 
 def test_export_round_trip(setup, tmp_path):
     ds, vocab, model = setup
-    r = recommend(model, ds, split="test", topk=4, num_beams=6)
+    r = rec(model, ds, vocab, split="test", topk=4, num_beams=6)
     out = write_recommendations(r, ds, vocab, tmp_path / "recs" / "test.jsonl")
     assert not list((tmp_path / "recs").glob("*.tmp"))
     lines = out.read_text().splitlines()

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from kgglm.config import Config
 from kgglm.data.synthetic import make_synthetic_dataset
 from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.paths.vocab import BOS, Vocabulary
 from kgglm.train import checkpoint as ckpt
 from kgglm.train.checkpoint import load_checkpoint, load_pretrained_for_finetune
-from kgglm.train.trainer import TrainConfig, lr_at, train, validation_loss
+from kgglm.train.state import TrainProgress
+from kgglm.train.trainer import TrainConfig, Trainer, lr_at, train, validation_loss
 
 
 def user_paths(ds, seed: int = 0, per_pair: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -39,14 +47,18 @@ def user_paths(ds, seed: int = 0, per_pair: int = 1) -> tuple[np.ndarray, np.nda
 def tiny_model(vocab: Vocabulary, seed: int = 0, dropout: float = 0.0, size: int = 32, layers: int = 1) -> KGGLM:
     torch.manual_seed(seed)
     cfg = ModelConfig(vocab_size=vocab.size, n_positions=9, embedding_size=size, num_heads=4,
-                      num_layers=layers, dropout=dropout)
+                      num_layers=layers, dropout=dropout, use_kg_token_types=True)
     return KGGLM(cfg, torch.from_numpy(vocab.token_types()))
 
 
-def config(**kw) -> TrainConfig:
-    base = dict(learning_rate=5e-3, warmup_steps=10, train_batch_size=32, epochs=1, save_step=1000,
-                seed=7, device="cpu", show_progress=False, log_step=5)
-    return TrainConfig(**{**base, **kw})
+DEFAULTS = Config()  # overall.yaml: the only place the defaults live
+
+
+def config(stage: str = "pretrain", **kw) -> TrainConfig:
+    """The package defaults for ``stage`` with test-sized overrides (fields are config key names)."""
+    base = {"learning_rate": 5e-3, "warmup_steps": 10, "train_batch_size": 32, "epochs": 1, "save_step": 1000,
+            "seed": 7, "device": "cpu", "show_progress": False, "log_step": 5}
+    return dataclasses.replace(TrainConfig.from_config(DEFAULTS, stage), **{**base, **kw})
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -66,20 +78,54 @@ def corpus():
     return ds, vocab, tokens
 
 
+def test_config_takes_every_value_from_the_resolved_config():
+    changed = {"learning_rate": 0.5, "weight_decay": 0.2, "warmup_steps": 3, "clip_grad_norm": 0.0,
+               "train_batch_size": 5, "eval_batch_size": 6, "pretrain_epochs": 7, "epochs": 8, "save_step": 9,
+               "eval_step": 2, "stopping_step": 0, "seed": 11, "typed_output": False, "show_progress": False,
+               "resume": True, "device": "cpu"}
+    cfg = Config(config_dict=changed)
+    pre, fine = TrainConfig.from_config(cfg, "pretrain"), TrainConfig.from_config(cfg, "finetune")
+    assert (pre.stage, pre.epochs, fine.stage, fine.epochs) == ("pretrain", 7, "finetune", 8)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("epochs", "stage"):
+            continue
+        if f.default is dataclasses.MISSING:
+            assert f.name in DEFAULTS, f"{f.name} is not a config key"
+            assert getattr(fine, f.name) == changed[f.name], f.name
+        elif f.name != "device":  # device: the resolved torch device, not the raw key
+            assert f.name not in DEFAULTS, f"config key {f.name} has a second default in TrainConfig"
+    assert fine.device == "cpu"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fine.epochs = 1
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("learning_rate", 0.0, "learning_rate must be > 0"),
+    ("clip_grad_norm", -1.0, "clip_grad_norm must be >= 0"),
+    ("stopping_step", -1, "stopping_step must be >= 0"),
+    ("epochs", 0, "pretrain_epochs must be > 0"),
+    ("stage", "serve", "train_stage must be one of"),
+    ("mixed_precision", "fp8", "mixed_precision must be one of"),
+])
+def test_config_rejects_invalid_values_by_key(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        config(**{key: value})
+
+
 def test_lr_schedule_warmup_then_linear_decay():
-    c = TrainConfig(learning_rate=1.0, warmup_steps=4)
+    c = config(learning_rate=1.0, warmup_steps=4)
     lrs = [lr_at(s, c, 12) for s in range(12)]
     np.testing.assert_allclose(lrs[:4], [0.25, 0.5, 0.75, 1.0])
     np.testing.assert_allclose(lrs[4:], [1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125])
 
 
 def test_loss_falls_well_below_start(corpus, tmp_path):
-    ds, vocab, tokens = corpus
+    _, vocab, tokens = corpus
     model = tiny_model(vocab)
-    start = validation_loss(model, tokens)
+    start = validation_loss(model, tokens, batch_size=256)
     res = train(model, tokens, config(epochs=30), checkpoint_dir=tmp_path, vocab=vocab)
     assert res.step == 30 * int(np.ceil(len(tokens) / 32))
-    end = validation_loss(model, tokens)
+    end = validation_loss(model, tokens, batch_size=256)
     assert start > 4.0  # ~ln(vocab size) at initialisation
     assert end < 0.5 * start, (start, end)
     assert res.losses[-1][1] < 0.5 * res.losses[0][1]
@@ -116,7 +162,7 @@ def test_memorised_corpus_is_generated_with_the_kv_cache(tmp_path):
 
 
 def test_same_seed_same_weights_on_cpu(corpus, tmp_path):
-    ds, vocab, tokens = corpus
+    _, vocab, tokens = corpus
     a, b = tiny_model(vocab, dropout=0.1), tiny_model(vocab, dropout=0.1)
     train(a, tokens, config(max_steps=8), checkpoint_dir=tmp_path / "a", vocab=vocab)
     train(b, tokens, config(max_steps=8), checkpoint_dir=tmp_path / "b", vocab=vocab)
@@ -124,38 +170,74 @@ def test_same_seed_same_weights_on_cpu(corpus, tmp_path):
         torch.testing.assert_close(pa, pb, rtol=0, atol=0)
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(corpus, tmp_path, monkeypatch):
-    ds, vocab, tokens = corpus
+RESUME_CONFIG = {"epochs": 3, "save_step": 5, "keep_checkpoints": 1, "log_step": 3}  # step 10: mid log window
+
+KILLED_RUN = """
+import os, signal, sys
+import torch
+sys.path.insert(0, sys.argv[2])
+import test_trainer as t
+from kgglm.data.synthetic import make_synthetic_dataset
+from kgglm.paths.vocab import Vocabulary
+from kgglm.train import checkpoint as ckpt
+
+torch.set_num_threads(1)
+ds = make_synthetic_dataset()
+vocab = Vocabulary.from_graph(ds.graph, ds.name)
+tokens = vocab.encode_paths(*t.user_paths(ds, per_pair=2))
+real_save = ckpt.save_checkpoint
+
+def save_then_die(path, *args, **kw):
+    out = real_save(path, *args, **kw)
+    if path.name == "step-0000010":
+        os.kill(os.getpid(), signal.SIGKILL)  # no exception handler, no finally, no atexit
+    return out
+
+ckpt.save_checkpoint = save_then_die
+t.train(t.tiny_model(vocab, dropout=0.1), tokens, t.config(**t.RESUME_CONFIG), checkpoint_dir=sys.argv[1],
+        vocab=vocab)
+"""
+
+
+@pytest.mark.parametrize("interruption", ["exception", "kill -9"])
+def test_resume_after_interruption_matches_uninterrupted_run(corpus, tmp_path, monkeypatch, interruption):
+    _, vocab, tokens = corpus
     steps_per_epoch = int(np.ceil(len(tokens) / 32))
-    cfg = config(epochs=3, save_step=5, keep_checkpoints=1)
+    cfg = config(**RESUME_CONFIG)
     total = 3 * steps_per_epoch
     assert 10 < steps_per_epoch * 2  # the interruption lands mid-epoch on purpose
     full = tiny_model(vocab, dropout=0.1)
-    train(full, tokens, cfg, checkpoint_dir=tmp_path / "full", vocab=vocab)
+    full_res = train(full, tokens, cfg, checkpoint_dir=tmp_path / "full", vocab=vocab)
 
-    real_save = ckpt.save_checkpoint
+    if interruption == "kill -9":
+        done = subprocess.run([sys.executable, "-c", KILLED_RUN, str(tmp_path / "run"), str(Path(__file__).parent)],
+                              check=False, capture_output=True, text=True, timeout=300)
+        assert done.returncode == -signal.SIGKILL, done.stderr
+    else:
+        real_save = ckpt.save_checkpoint
 
-    def crash_after_step_10(path, *args, **kw):
-        out = real_save(path, *args, **kw)
-        if path.name == "step-0000010":
-            raise KeyboardInterrupt("simulated interruption")
-        return out
+        def crash_after_step_10(path, *args, **kw):
+            out = real_save(path, *args, **kw)
+            if path.name == "step-0000010":
+                raise KeyboardInterrupt("simulated interruption")
+            return out
 
-    monkeypatch.setattr(ckpt, "save_checkpoint", crash_after_step_10)
-    first = tiny_model(vocab, dropout=0.1)
-    with pytest.raises(KeyboardInterrupt):
-        train(first, tokens, cfg, checkpoint_dir=tmp_path / "run", vocab=vocab)
-    monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
+        monkeypatch.setattr(ckpt, "save_checkpoint", crash_after_step_10)
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_model(vocab, dropout=0.1), tokens, cfg, checkpoint_dir=tmp_path / "run", vocab=vocab)
+        monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
+    assert sorted(p.name for p in (tmp_path / "run").glob("step-*")) == ["step-0000005", "step-0000010"]
 
     resumed = tiny_model(vocab, dropout=0.1, seed=99)  # different init: weights must come from the checkpoint
     calls = []
     real_loss = resumed.loss
     monkeypatch.setattr(resumed, "loss", lambda *a, **k: calls.append(1) or real_loss(*a, **k))
-    res = train(resumed, tokens, cfg, checkpoint_dir=tmp_path / "run", vocab=vocab, resume=True)
+    res = train(resumed, tokens, dataclasses.replace(cfg, resume=True), checkpoint_dir=tmp_path / "run", vocab=vocab)
     assert len(calls) == total - 10  # continued from the saved step
     assert res.step == total
     for pa, pb in zip(full.parameters(), resumed.parameters()):
-        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0)
+    assert res.losses == full_res.losses  # the loss log, partial windows included, continues unchanged
     assert [p.name for p in (tmp_path / "run").glob("step-*")] == [f"step-{total:07d}"]
 
 
@@ -168,7 +250,7 @@ def test_pretrain_then_finetune_starts_from_pretrained_weights(tmp_path):
     kg_rels = np.concatenate([rels[:, 1:], rels[:, 1:2]], axis=1)
     pre_tokens = vocab.encode_paths(kg_nodes, kg_rels)
     pre = tiny_model(vocab)
-    pre_res = train(pre, pre_tokens, config(epochs=2, save_step=3, stage="pretrain"),
+    pre_res = train(pre, pre_tokens, config("pretrain", epochs=2, save_step=3),
                     checkpoint_dir=tmp_path / "KGGLM-pretrain", vocab=vocab, extra_meta={"dataset": ds.name})
     assert pre_res.last_checkpoint.exists()
 
@@ -181,35 +263,84 @@ def test_pretrain_then_finetune_starts_from_pretrained_weights(tmp_path):
 
     ft_tokens = vocab.encode_paths(*user_paths(ds, seed=2))
     valid = vocab.encode_paths(*user_paths(ds, seed=3))
-    res = train(ft, ft_tokens, config(epochs=4, stage="finetune"), checkpoint_dir=tmp_path / "KGGLM-finetune",
-                vocab=vocab, valid_tokens=valid, eval_step=2, stopping_step=3)
+    res = train(ft, ft_tokens, config("finetune", epochs=4, eval_step=2, stopping_step=3),
+                checkpoint_dir=tmp_path / "KGGLM-finetune", vocab=vocab, valid_tokens=valid)
     assert [h["epoch"] for h in res.history] == [2, 4]
     assert res.best_checkpoint is not None and res.best_metrics["valid_loss"] > 0
     best, _, best_meta = load_checkpoint(res.best_checkpoint)
     assert best_meta["stage"] == "finetune" and best_meta["step"] in (h["step"] for h in res.history)
     slices = torch.as_tensor(vocab.output_slices(valid.shape[1], "finetune"))
-    assert validation_loss(best, valid, output_slices=slices) == pytest.approx(res.best_metrics["valid_loss"],
-                                                                               rel=1e-5)
+    loss = validation_loss(best, valid, batch_size=64, output_slices=slices)
+    assert loss == pytest.approx(res.best_metrics["valid_loss"], rel=1e-5)
 
 
-def test_early_stopping_keeps_best_checkpoint(corpus, tmp_path):
-    ds, vocab, tokens = corpus
-    scores = iter([0.3, 0.5, 0.4, 0.45, 0.2, 0.9, 0.9])
-    model = tiny_model(vocab)
-    res = train(model, tokens, config(epochs=7), checkpoint_dir=tmp_path, vocab=vocab,
-                evaluate_fn=lambda m: (next(scores), {"NDCG@10": 0.0}), stopping_step=3)
+def test_early_stopping_as_recbole_ties_do_not_improve_and_stop_after_more_than_stopping_step(corpus, tmp_path):
+    _, vocab, tokens = corpus
     steps_per_epoch = int(np.ceil(len(tokens) / 32))
-    assert res.stopped_early and len(res.history) == 5 and res.step == 5 * steps_per_epoch
-    assert res.best_score == 0.5
+    # best, tie, worse (2 without improvement: not yet more than stopping_step=2), best, then 3 worse: stop
+    scores = iter([0.5, 0.5, 0.4, 0.6, 0.1, 0.6, 0.2, 0.9])
+    model = tiny_model(vocab)
+    cfg = config("finetune", epochs=8, stopping_step=2)
+    res = train(model, tokens, cfg, checkpoint_dir=tmp_path, vocab=vocab, evaluate_fn=lambda m: (next(scores), {}))
+    assert [h["best"] for h in res.history] == [True, False, False, True, False, False, False]
+    assert res.stopped_early and res.step == 7 * steps_per_epoch and res.epochs_completed == 7
+    assert res.best_score == 0.6
     _, _, meta = load_checkpoint(tmp_path / "best")
-    assert meta["step"] == 2 * steps_per_epoch
-    again = train(model, tokens, config(epochs=7), checkpoint_dir=tmp_path, vocab=vocab, resume=True,
-                  evaluate_fn=lambda m: (next(scores), {}), stopping_step=3)
+    assert meta["step"] == 4 * steps_per_epoch
+    again = train(model, tokens, dataclasses.replace(cfg, resume=True), checkpoint_dir=tmp_path, vocab=vocab,
+                  evaluate_fn=lambda m: (next(scores), {}))
     assert again.stopped_early and again.step == res.step  # an early-stopped run is not restarted
+    assert again.last_checkpoint == res.last_checkpoint and again.last_checkpoint.exists()
+
+
+def test_nan_score_never_becomes_the_best():
+    p = TrainProgress(run_id="r")
+    assert p.record_evaluation(1, float("nan"), {}, stopping_step=5) is False
+    assert p.record_evaluation(2, 0.1, {}, stopping_step=5) is True and p.best_score == 0.1
+
+
+def test_runs_sharing_a_pretrain_folder_keep_their_checkpoints(corpus, tmp_path):
+    """Defect 1: a short second run in KGGLM-pretrain/ must not prune its own checkpoints because a
+    longer first run left higher step numbers there, and the folder must resolve to the second run."""
+    _, vocab, tokens = corpus
+    shared = tmp_path / "KGGLM-pretrain"
+    first = train(tiny_model(vocab), tokens, config(epochs=5, save_step=3), checkpoint_dir=shared, vocab=vocab)
+    second_model = tiny_model(vocab, seed=1)
+    second = train(second_model, tokens, config(epochs=1, save_step=3), checkpoint_dir=shared, vocab=vocab)
+    assert second.step < first.step and second.run_id != first.run_id
+    assert second.last_checkpoint.exists() and first.last_checkpoint.exists()
+    assert ckpt.resolve_checkpoint(shared) == second.last_checkpoint
+    own = [p for p in shared.glob("step-*") if ckpt.read_info(p)["meta"]["run_id"] == second.run_id]
+    assert len(own) == 2  # keep_checkpoints of its own
+    model, _ = load_pretrained_for_finetune(shared, vocab, second_model.config)
+    for a, b in zip(second_model.parameters(), model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_state_dict_round_trips_through_a_checkpoint(corpus, tmp_path):
+    _, vocab, tokens = corpus
+    trainer = Trainer(tiny_model(vocab, dropout=0.1), tokens, config(max_steps=3, save_step=3),
+                      checkpoint_dir=tmp_path, vocab=vocab)
+    res = trainer.fit()
+    state = ckpt.load_training_state(res.last_checkpoint)
+    state["model"] = ckpt.read_weights(res.last_checkpoint)
+    other = Trainer(tiny_model(vocab, seed=5, dropout=0.1), tokens, config(max_steps=3, save_step=3),
+                    checkpoint_dir=tmp_path / "other", vocab=vocab)
+    other.load_state_dict(state)
+    mine, theirs = trainer.state_dict(), other.state_dict()
+    assert theirs["progress"] == mine["progress"] and theirs["corpus"] == mine["corpus"]
+    for k, v in mine["model"].items():
+        assert torch.equal(theirs["model"][k], v), k
+    assert torch.equal(theirs["rng"]["cpu"], mine["rng"]["cpu"])
+    for k, s in mine["optimizer"]["state"].items():
+        for name, v in s.items():
+            assert torch.equal(theirs["optimizer"]["state"][k][name], v), (k, name)
+    with pytest.raises(ckpt.CheckpointError, match="different corpus"):
+        Trainer(tiny_model(vocab), tokens[:100], config(), checkpoint_dir=tmp_path, vocab=vocab).load_state_dict(state)
 
 
 def test_corpus_errors_are_clear(corpus, tmp_path):
-    ds, vocab, tokens = corpus
+    _, vocab, tokens = corpus
     model = tiny_model(vocab)
     with pytest.raises(ValueError, match="outside"):
         train(model, tokens + vocab.size, config(), checkpoint_dir=tmp_path, vocab=vocab)
@@ -224,7 +355,8 @@ def test_typed_output_rejects_a_corpus_of_another_shape(tmp_path):
     nodes, rels = user_paths(ds)
     tokens = vocab.encode_paths(nodes[:, ::-1].copy(), rels[:, ::-1].copy())  # item first: not a user path
     with pytest.raises(ValueError, match="typed_output.*finetune"):
-        train(tiny_model(vocab), tokens, config(stage="finetune"), checkpoint_dir=tmp_path, vocab=vocab)
-    res = train(tiny_model(vocab), tokens, config(stage="finetune", typed_output=False, max_steps=2),
+        train(tiny_model(vocab), tokens, config("finetune"), checkpoint_dir=tmp_path, vocab=vocab)
+    res = train(tiny_model(vocab), tokens, config("finetune", typed_output=False, max_steps=2),
                 checkpoint_dir=tmp_path / "untyped", vocab=vocab)
     assert res.step == 2
+

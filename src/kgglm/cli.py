@@ -9,18 +9,23 @@ Any config key can be overridden with --key=value (values read as YAML), e.g.
 from __future__ import annotations
 
 import argparse
-import importlib
+import contextlib
 import json
 import logging
+import os
 import sys
+from collections.abc import Mapping
+from typing import Any
 
-logger = logging.getLogger("kgglm.cli")
+logger = logging.getLogger(__name__)
 
+DISTRIBUTED_COMMANDS = ("run", "train", "evaluate")  # the ones `torchrun -m kgglm` spreads over processes
 EPILOG = "Config keys and their defaults: README.md, or `python -m kgglm.config --markdown`."
 
 
 def _add_run_options(p: argparse.ArgumentParser, model_default: str = "KGGLM") -> None:
-    p.add_argument("--model", "-m", default=model_default, help=f"KGGLM or Pop (default {model_default})")
+    p.add_argument("--model", "-m", default=model_default,
+                   help=f"KGGLM, or a baseline: Pop, BPR, LightGCN, KGItemKNN (default {model_default})")
     p.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default ml-100k)")
     p.add_argument("--config-files", nargs="+", default=None, metavar="YAML",
                    help="YAML config files, applied in order over the defaults")
@@ -70,16 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study-name", default=None, help="study name (default kgglm-MODEL-DATASET)")
     p.add_argument("--out-dir", default=None, help="where trials.csv/json and best_params.yaml go")
 
-    # Inspection commands owned by the data and path modules.
-    for module in ("kgglm.data.commands", "kgglm.paths.commands"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        p = mod.add_parser(sub)
-        p.set_defaults(accepts_overrides=False)
+    p = add("data", "load a dataset as the config says (files, split) and print its statistics", _cmd_data)
+    _add_run_options(p)
+    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    p = add("paths", "sample the pre-training or fine-tuning corpus of the config and write it as TSV in "
+                     "dataset tokens", _cmd_paths)
+    _add_run_options(p)
+    p.add_argument("--stage", required=True, choices=("pretrain", "finetune"))
+    p.add_argument("--limit", type=int, default=None, help="write at most N paths")
+    p.add_argument("--out", required=True, help="output TSV file (one path per line)")
+
+    from kgglm.serve.commands import add_parser as add_serve_parser  # light: imports no web framework
+
+    add_serve_parser(sub).set_defaults(accepts_overrides=False)
     return parser
 
 
@@ -96,6 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     from kgglm.train.checkpoint import CheckpointError
 
     try:
+        # [distributed] under torchrun these commands join the process group (kgglm.distributed);
+        # rank 0 alone prints. Without torchrun's variables this is a no-op.
+        if args.command in DISTRIBUTED_COMMANDS:
+            from kgglm import distributed
+
+            with distributed.process_group(), contextlib.ExitStack() as quiet:
+                if not distributed.is_main():
+                    quiet.enter_context(contextlib.redirect_stdout(open(os.devnull, "w")))  # noqa: SIM115
+                return int(args.func(args) or 0)
         return int(args.func(args) or 0)
     except (ConfigError, DatasetError, CheckpointError) as exc:
         print(f"kgglm {args.command}: error: {exc}", file=sys.stderr)
@@ -107,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---------------------------------------------------------------------------------- commands
 def _cmd_run(args: argparse.Namespace) -> int:
-    from kgglm.quick_start import format_examples, format_metrics, run_pipeline
+    from kgglm.quick_start import run_pipeline
 
     res = run_pipeline(model=args.model, dataset=args.dataset, config_file_list=args.config_files,
                        cmd_args=args.extra, preset=args.preset)
@@ -120,7 +137,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from kgglm.quick_start import format_metrics, run_kgglm
+    from kgglm.quick_start import run_kgglm
 
     res = run_kgglm(model=args.model, dataset=args.dataset, config_file_list=args.config_files,
                     cmd_args=args.extra, preset=args.preset)
@@ -134,7 +151,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from kgglm.quick_start import evaluate_checkpoint, format_metrics
+    from kgglm.quick_start import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, split=args.split, data_path=args.data_path,
                                  cmd_args=args.extra)
@@ -146,7 +163,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_recommend(args: argparse.Namespace) -> int:
-    from kgglm.quick_start import format_examples, recommend_from_checkpoint
+    from kgglm.quick_start import recommend_from_checkpoint
 
     recs = recommend_from_checkpoint(args.checkpoint, args.user, k=args.k, data_path=args.data_path,
                                      cmd_args=args.extra)
@@ -169,6 +186,94 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     print(f"\nbest {result.best_value}: {result.best_params}")
     print(f"trials: {result.files['trials_csv']}, best parameters: {result.files['best_params']}")
     return 0
+
+
+def _config_from_args(args: argparse.Namespace):
+    from kgglm.config import Config
+
+    return Config(args.model, args.dataset, config_file_list=args.config_files, cmd_args=args.extra,
+                  preset=args.preset)
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from kgglm.tasks.recommendation import load_dataset_for
+
+    stats = load_dataset_for(_config_from_args(args)).stats
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    print(f"dataset {stats['dataset']} ({stats['path']}), split: {stats['split']}")
+    width = max(len(label) for label, _ in DATA_ROWS)
+    for label, key in DATA_ROWS:
+        print(f"{label:<{width}}  {stats[key]:>12,}")
+    print(f"{'load time':<{width}}  {stats['load_seconds']:>11.2f}s")
+    return 0
+
+
+def _cmd_paths(args: argparse.Namespace) -> int:
+    import time
+
+    from kgglm.paths.corpus import PathSampleConfig, sample_stage_paths, write_paths_tsv
+    from kgglm.tasks.recommendation import load_dataset_for
+
+    config = _config_from_args(args)
+    data = load_dataset_for(config)
+    t0 = time.perf_counter()
+    batch = sample_stage_paths(data, stage=args.stage, **PathSampleConfig.from_config(config).sampler_args(args.stage))
+    seconds = time.perf_counter() - t0
+    n = write_paths_tsv(args.out, batch, data, limit=args.limit)
+    print(f"{len(batch):,} {args.stage} paths sampled in {seconds:.2f}s; wrote {n:,} to {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- text output
+DATA_ROWS = [
+    ("users", "users"), ("items", "items"), ("interactions", "interactions"),
+    ("  train", "train_interactions"), ("  valid", "valid_interactions"), ("  test", "test_interactions"),
+    ("KG entities (linked items included)", "kg_entities"), ("entities (not items)", "entities"),
+    ("linked items", "linked_items"), ("relations (KG + user-item)", "relations"), ("KG relations", "kg_relations"),
+    ("triples", "triples"), ("graph nodes", "nodes"), ("CSR edges (both directions)", "csr_edges"),
+]
+SHARE_KEYS = ("path_coverage", "valid_paths", "score")
+
+
+def format_metrics(columns: Mapping[str, Mapping[str, Any]]) -> str:
+    """A text table: one row per metric, one column per result (e.g. valid, test, Pop test)."""
+    if not columns:
+        return "(no metrics)"
+    names = list(dict.fromkeys(k for col in columns.values() for k in col if not isinstance(col[k], (dict, list))))
+    width = max(len(n) for n in names)
+    heads = list(columns)
+    widths = [max(len(h), 8) for h in heads]
+
+    def cell(name: str, v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float) and ("@" in name or name in SHARE_KEYS or name.endswith("_share")):
+            return f"{v:.4f}"  # metrics and shares
+        if isinstance(v, float) and v.is_integer():
+            return str(int(v))  # counts (the trainer's history stores every value as a float)
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = [" " * width + "  " + "  ".join(h.rjust(w) for h, w in zip(heads, widths))]
+    for n in names:
+        lines.append(n.ljust(width) + "  " + "  ".join(cell(n, columns[h].get(n)).rjust(w)
+                                                       for h, w in zip(heads, widths)))
+    return "\n".join(lines)
+
+
+def format_examples(examples: list[dict]) -> str:
+    """Explained recommendations as text: a block per user, one line per item with its path."""
+    lines = []
+    for ex in examples:
+        lines.append(f"user {ex['user']}:")
+        for rec in ex["recommendations"]:
+            lines.append(f"  {rec['rank']:>2}. {rec['item_name']}  (score {rec['score']:.3f})")
+            if rec.get("explanation"):
+                lines.append(f"      {rec['explanation']}")
+        if not ex["recommendations"]:
+            lines.append("  (no item reachable)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
 OVERALL_FILE = CONFIG_ROOT / "overall.yaml"
-MODELS = ("KGGLM", "Pop")
+# KGGLM and the baselines; each has configs/model/<NAME>.yaml
+MODELS = ("KGGLM", "Pop", "BPR", "LightGCN", "KGItemKNN")
 TRAIN_STAGES = ("pretrain", "finetune")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -185,6 +186,8 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
             return list(value)
         if isinstance(value, dict):
             raise bad("a list")
+        if isinstance(value, str) and "," in value:  # --baselines=Pop,BPR or "(3,5)" on a command line
+            return [yaml.safe_load(v.strip()) for v in value.strip("()[] ").split(",") if v.strip()]
         return [value]  # RecBole accepts topk: 10 for [10]
     if isinstance(default, dict):
         if not isinstance(value, dict):
@@ -253,6 +256,9 @@ class Config(Mapping):
             if isinstance(default, dict) and value is not None:
                 merged = dict(self._values[key] or {})
                 for sub, sub_value in value.items():
+                    if not default:  # a free-form mapping (e.g. relation_phrases): any sub-key
+                        merged[str(sub)] = sub_value
+                        continue
                     if sub not in default:
                         raise ConfigError(f"unknown key {key}.{sub} ({where})"
                                           f"{_suggest(str(sub), default)} (known: {', '.join(default)})")
@@ -274,7 +280,7 @@ class Config(Mapping):
                     "path_hop_length", "MAX_PATHS_PER_USER", "save_step", "eval_step"):
             if v[key] <= 0:
                 raise ConfigError(f"{key} ({self.sources[key]}) must be positive, got {v[key]}")
-        if v["embedding_size"] % v["num_heads"]:
+        if self._values["model"] == "KGGLM" and v["embedding_size"] % v["num_heads"]:
             raise ConfigError(f"embedding_size ({v['embedding_size']}) must be divisible by "
                               f"num_heads ({v['num_heads']})")
         if v["path_hop_length"] % 2 == 0:
@@ -287,6 +293,10 @@ class Config(Mapping):
         if m.group(1).lower() not in metrics_lower or int(m.group(2)) not in v["topk"]:
             raise ConfigError(f"valid_metric {v['valid_metric']!r} is not computed: metrics={v['metrics']}, "
                               f"topk={v['topk']}")
+        unknown = [b for b in v["baselines"] if b not in MODELS or b == "KGGLM"]
+        if unknown:
+            raise ConfigError(f"baselines ({self.sources['baselines']}): unknown baseline(s) {unknown}; "
+                              f"known: {', '.join(m for m in MODELS if m != 'KGGLM')}")
         hop = v["path_sample_args"]["pretrain_hop_length"]
         if isinstance(hop, int):
             v["path_sample_args"]["pretrain_hop_length"] = hop = [hop, hop]

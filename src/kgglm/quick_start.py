@@ -15,10 +15,11 @@ one run directory (``kgglm run``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import random
+import shutil
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -26,19 +27,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from kgglm import distributed
 from kgglm.config import Config, ConfigError
 from kgglm.logging_utils import log_to_file
-from kgglm.runner import (PRETRAIN_DIR, evaluate_checkpoint, evaluate_pop, finetune_stage, load_dataset_for,
-                          pretrain_stage, recommend_from_checkpoint)
+from kgglm.runs import make_run_dir, seed_everything
+from kgglm.tasks.recommendation import (PRETRAIN_DIR, BaselineResult, FinetuneResult, baseline_stage,
+                                        evaluate_checkpoint, finetune_stage, load_dataset_for, pretrain_stage,
+                                        recommend_from_checkpoint)
 
 __all__ = ["RunResult", "evaluate_checkpoint", "recommend_from_checkpoint", "run", "run_kgglm", "run_pipeline"]
 
 logger = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
-SHARE_KEYS = ("path_coverage", "valid_paths", "score")
 
 
 @dataclass
@@ -51,7 +53,7 @@ class RunResult:
     best_valid_score: float | None = None
     best_valid_result: dict | None = None
     test_result: dict | None = None
-    baseline_test_result: dict | None = None  # Pop on the same test split (run_pipeline)
+    baselines: dict = field(default_factory=dict)  # name -> {"valid": ..., "test": ...} on the same split
     checkpoint: str | None = None
     run_dir: str | None = None
     files: dict = field(default_factory=dict)
@@ -87,8 +89,8 @@ class RunResult:
             cols[f"{self.model} valid"] = self.best_valid_result
         if self.test_result:
             cols[f"{self.model} test"] = self.test_result
-        if self.baseline_test_result:
-            cols["Pop test"] = self.baseline_test_result
+        for name, res in self.baselines.items():
+            cols[f"{name} test"] = res["test"]
         return cols
 
 
@@ -113,7 +115,8 @@ def run_kgglm(
     cmd_args: Iterable[str] | Mapping | None = None,
     preset: str | None = None,
 ) -> RunResult:
-    """Run one stage: ``train_stage`` pretrain or finetune for KGGLM, or evaluate ``model='Pop'``.
+    """Run one stage: ``train_stage`` pretrain or finetune for KGGLM, or fit and evaluate a baseline
+    (``model='Pop'``, ``'BPR'``, ``'LightGCN'``, ``'KGItemKNN'``).
 
     ``config_file_list``/``config_dict``/``cmd_args`` are config layers (see :mod:`kgglm.config`).
     With ``saved=False`` the run directory (checkpoints included) is removed afterwards and the
@@ -125,26 +128,26 @@ def run_kgglm(
     if stage == "finetune" and not str(config["pre_model_path"]).strip():
         raise ConfigError("train_stage 'finetune' needs pre_model_path: the pretrain checkpoint directory, "
                           f"e.g. {Path(config['checkpoint_dir']) / PRETRAIN_DIR}/")
-    run_dir = make_run_dir(config, stage or "eval")
+    run_dir = _shared_run_dir(config, stage or "eval")
     result = RunResult(model, dataset, stage, run_dir=str(run_dir), config=config.to_dict())
     start = time.perf_counter()
-    with log_to_file(run_dir / "run.log", config["state"]) as log_path:
+    with _run_log(run_dir / "run.log", config["state"]) as log_path:
         _start(config, run_dir, result, log_path)
         data = load_dataset_for(config)
-        if model == "Pop":
-            result.best_valid_result = evaluate_pop(config, data, "valid")
-            result.best_valid_score = result.best_valid_result["score"]
-            result.test_result = evaluate_pop(config, data, "test")
+        if model != "KGGLM":
+            base = baseline_stage(config, data)
+            result.best_valid_result, result.test_result = base.valid_result, base.test_result
+            result.best_valid_score, result.train_stats = base.valid_result["score"], base.train_stats
         elif stage == "pretrain":
-            ckpt_dir = Path(config["checkpoint_dir"]) / PRETRAIN_DIR
-            pretrain_stage(config, data, ckpt_dir, result)
+            pre = pretrain_stage(config, data, Path(config["checkpoint_dir"]) / PRETRAIN_DIR)
+            result.checkpoint, result.train_stats = pre.checkpoint, pre.train_stats
+            result.files["checkpoint"] = pre.checkpoint
         else:
-            finetune_stage(config, data, config["pre_model_path"], run_dir, result)
+            _take_finetune(result, finetune_stage(config, data, config["pre_model_path"], run_dir))
         _finish(result, start)
     if not saved:
-        import shutil
-
-        shutil.rmtree(run_dir, ignore_errors=True)
+        if distributed.is_main():  # [distributed] rank 0 owns the run directory
+            shutil.rmtree(run_dir, ignore_errors=True)
         result.run_dir, result.files = None, {}
     return result
 
@@ -165,69 +168,64 @@ def run_pipeline(
     preset: str | None = None,
 ) -> RunResult:
     """The whole job in one run directory: pretrain, finetune (validation, early stopping), test,
-    the Pop baseline on the same split, the recommendations export and a few explained examples.
-    With ``pre_model_path`` set, pre-training is skipped and that model is fine-tuned."""
+    the ``baselines`` (default Pop) on the same split, the recommendations export and a few
+    explained examples. With ``pre_model_path`` set, pre-training is skipped and that model is
+    fine-tuned."""
+    if model != "KGGLM":
+        return run_kgglm(model, dataset, config_file_list, config_dict, cmd_args=cmd_args, preset=preset)
     config = Config(model, dataset, config_file_list=config_file_list, config_dict=config_dict,
                     cmd_args=cmd_args, preset=preset)
-    if model == "Pop":
-        return run_kgglm(model, dataset, config_file_list, config_dict, cmd_args=cmd_args, preset=preset)
-    run_dir = make_run_dir(config, "run")
+    run_dir = _shared_run_dir(config, "run")
     result = RunResult(model, dataset, "pretrain+finetune", run_dir=str(run_dir), config=config.to_dict())
     start = time.perf_counter()
-    with log_to_file(run_dir / "run.log", config["state"]) as log_path:
+    with _run_log(run_dir / "run.log", config["state"]) as log_path:
         _start(config, run_dir, result, log_path)
         data = load_dataset_for(config)
         if str(config["pre_model_path"]).strip():  # an existing pretrained model: fine-tune it
             logger.info("pre_model_path is set: skipping pre-training, fine-tuning %s", config["pre_model_path"])
         else:
-            pre = RunResult(model, dataset, "pretrain")
-            pretrain_stage(config, data, run_dir / "pretrain", pre)
+            pre = pretrain_stage(config, data, run_dir / "pretrain")
             result.files["pretrain_checkpoint"] = pre.checkpoint
             result.train_stats["pretrain"] = pre.train_stats
             config["pre_model_path"] = pre.checkpoint
         config["train_stage"] = "finetune"
-        finetune_stage(config, data, config["pre_model_path"], run_dir, result)
-        result.baseline_test_result = evaluate_pop(config, data, "test")
+        _take_finetune(result, finetune_stage(config, data, config["pre_model_path"], run_dir))
+        for name in config["baselines"]:
+            _take_baseline(result, baseline_stage(config, data, name))
         _finish(result, start)
     return result
 
 
 # ---------------------------------------------------------------------------------- helpers
-def make_run_dir(config: Config, stage: str) -> Path:
-    """A new directory ``CHECKPOINT_DIR/<model>-<dataset>-<stage>-<YYYYmmdd-HHMMSS>[-n]``; with
-    ``resume``, the newest existing one of that model, dataset and stage (its checkpoints resume)."""
-    prefix = f"{config.model}-{config.dataset}-{stage}-"
-    if config["resume"]:
-        previous = [p for p in Path(config["checkpoint_dir"]).glob(prefix + "*") if p.is_dir()]
-        if previous:
-            found = max(previous, key=lambda p: p.stat().st_mtime)
-            logger.info("resume: continuing in %s", found)
-            return found
-        logger.warning("resume: no earlier %s* run directory in %s; starting a new run", prefix, config["checkpoint_dir"])
-    base = Path(config["checkpoint_dir"]) / f"{prefix}{time.strftime('%Y%m%d-%H%M%S')}"
-    for n in range(1000):
-        path = base if n == 0 else base.with_name(f"{base.name}-{n}")
-        try:
-            path.mkdir(parents=True, exist_ok=False)
-            return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"cannot create a run directory next to {base}")
+# [distributed] under torchrun (kgglm.distributed) rank 0 alone creates the run directory and writes
+# config.yaml, run.log and result.json; the other ranks get its path and write nothing.
+def _shared_run_dir(config: Config, stage: str) -> Path:
+    made = str(make_run_dir(config, stage)) if distributed.is_main() else None
+    return Path(distributed.broadcast_object(made))
 
 
-def seed_everything(seed: int, reproducibility: bool = True) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-    torch.backends.cudnn.deterministic = bool(reproducibility)
-    torch.backends.cudnn.benchmark = not reproducibility
+def _run_log(path: Path, level: str):
+    if distributed.is_main():
+        return log_to_file(path, level)
+    return contextlib.nullcontext(path)
+
+
+def _take_finetune(result: RunResult, ft: FinetuneResult) -> None:
+    result.checkpoint = ft.checkpoint
+    result.files["checkpoint"] = ft.checkpoint
+    result.files.update(ft.files)
+    result.best_valid_score, result.best_valid_result = ft.best_valid_score, ft.best_valid_result
+    result.test_result, result.history, result.examples = ft.test_result, ft.history, ft.examples
+    result.train_stats.update(ft.train_stats)
+
+
+def _take_baseline(result: RunResult, base: BaselineResult) -> None:
+    result.baselines[base.name] = {"valid": base.valid_result, "test": base.test_result, "train": base.train_stats}
 
 
 def _start(config: Config, run_dir: Path, result: RunResult, log_path: Path) -> None:
     seed_everything(config["seed"], config["reproducibility"])
-    result.files["config"] = str(config.save(run_dir))
+    result.files["config"] = str(config.save(run_dir) if distributed.is_main() else run_dir / "config.yaml")
     result.files["log"] = str(log_path)
     logger.info("run directory %s", run_dir)
     logger.info("config (%s; non-default keys): %s", result.files["config"], config.changed())
@@ -236,49 +234,9 @@ def _start(config: Config, run_dir: Path, result: RunResult, log_path: Path) -> 
 
 def _finish(result: RunResult, start: float) -> None:
     result.seconds = round(time.perf_counter() - start, 2)
-    if result.run_dir:
+    if result.run_dir and distributed.is_main():
         result.files["result"] = str(Path(result.run_dir) / RESULT_FILE)
         result.save()
-    cols = result.metrics_table()
-    if cols:
-        logger.info("metrics:\n%s", format_metrics(cols))
+    for name, col in result.metrics_table().items():
+        logger.info("metrics: %s: %s", name, {k: round(v, 4) if isinstance(v, float) else v for k, v in col.items()})
     logger.info("done in %.1fs; results in %s", result.seconds, result.files.get("result"))
-
-
-def format_metrics(columns: Mapping[str, Mapping[str, Any]]) -> str:
-    """A text table: one row per metric, one column per result (e.g. valid, test, Pop test)."""
-    if not columns:
-        return "(no metrics)"
-    names = list(dict.fromkeys(k for col in columns.values() for k in col))
-    width = max(len(n) for n in names)
-    heads = list(columns)
-    widths = [max(len(h), 8) for h in heads]
-
-    def cell(name: str, v: Any) -> str:
-        if v is None:
-            return "-"
-        if isinstance(v, float) and ("@" in name or name in SHARE_KEYS):
-            return f"{v:.4f}"  # metrics and shares
-        if isinstance(v, float) and v.is_integer():
-            return str(int(v))  # counts (the trainer's history stores every value as a float)
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    lines = [" " * width + "  " + "  ".join(h.rjust(w) for h, w in zip(heads, widths))]
-    for n in names:
-        lines.append(n.ljust(width) + "  " + "  ".join(cell(n, columns[h].get(n)).rjust(w)
-                                                       for h, w in zip(heads, widths)))
-    return "\n".join(lines)
-
-
-def format_examples(examples: list[dict]) -> str:
-    """Explained recommendations as text: a block per user, one line per item with its path."""
-    lines = []
-    for ex in examples:
-        lines.append(f"user {ex['user']}:")
-        for rec in ex["recommendations"]:
-            lines.append(f"  {rec['rank']:>2}. {rec['item_name']}  (score {rec['score']:.3f})")
-            if rec.get("explanation"):
-                lines.append(f"      {rec['explanation']}")
-        if not ex["recommendations"]:
-            lines.append("  (no item reachable)")
-    return "\n".join(lines)

@@ -9,9 +9,19 @@ The params file has one parameter per line (``#`` starts a comment)::
     path_generation_args.num_beams choice [10,20]   # dotted names reach into mappings
 
 Names are config keys (checked, with a did-you-mean). When every line is ``choice`` the search is
-a grid (Optuna's GridSampler, the full grid by default), otherwise TPE. Every trial is a full
-:func:`kgglm.quick_start.run_kgglm` run; the study maximises its ``best_valid_score``
-(``valid_metric``). ``storage='sqlite:///study.db'`` shares one study between processes.
+a grid (Optuna's GridSampler, the full grid by default), otherwise TPE. The study maximises each
+trial's ``best_valid_score`` (``valid_metric``). ``storage='sqlite:///study.db'`` shares one study
+between processes.
+
+What a trial runs depends on the searched keys. When one of them changes the model or pre-training
+(:func:`pretraining_keys`: model sizes, ``use_kg_token_types``, ``path_hop_length``, ``pretrain_*``,
+``path_sample_args.pretrain_*``), a checkpoint pretrained with other values cannot stand for the trial,
+so every trial runs :func:`kgglm.quick_start.run_pipeline` (pretrain, then finetune, in one run
+directory) and a fixed ``pre_model_path`` is ignored. Otherwise every trial fine-tunes
+``pre_model_path`` with :func:`kgglm.quick_start.run_kgglm`. A trial that raises (an invalid
+combination such as ``embedding_size`` not divisible by ``num_heads``, a checkpoint that does not
+fit, out of memory) is recorded as PRUNED with its reason in the ``error`` column and the study goes
+on; pruned trials also steer TPE away from that region.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import math
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +95,7 @@ def parse_params_text(text: str, source: str = "<params>") -> list[Param]:
         if not line:
             continue
 
-        def fail(msg: str) -> ParamsFileError:
+        def fail(msg: str, lineno: int = lineno, raw: str = raw) -> ParamsFileError:  # bound to this line
             return ParamsFileError(f"{source}, line {lineno}: {msg} (line: {raw.strip()!r})")
 
         parts = line.split(None, 2)
@@ -171,6 +182,24 @@ def check_params(params: Iterable[Param]) -> None:
                 raise ParamsFileError(f"{where}: {exc}") from None
 
 
+# Keys that fix the pretrained model: its size (a checkpoint of another size cannot be fine-tuned),
+# and path_hop_length, which sets the context length the checkpoint must have. Together with every
+# pretrain_* key (schedule and walk corpus), searching one of them means each trial pretrains.
+MODEL_KEYS = ("embedding_size", "num_heads", "num_layers", "use_kg_token_types", "path_hop_length")
+
+
+def pretraining_keys(names: Iterable[str]) -> list[str]:
+    """The ``names`` (in order) that change the model or pre-training, so that a trial searching them
+    must pretrain its own model instead of fine-tuning a fixed ``pre_model_path``."""
+    found = []
+    for name in names:
+        parent, _, sub = name.partition(".")
+        if (name in MODEL_KEYS or parent.startswith("pretrain_")
+                or (parent == "path_sample_args" and (not sub or sub.startswith("pretrain_")))):
+            found.append(name)
+    return found
+
+
 # ---------------------------------------------------------------------------------- search
 @dataclass
 class TuneResult:
@@ -198,16 +227,28 @@ def tune(
     objective_fn: Callable[[dict], tuple[float, dict]] | None = None,
 ) -> TuneResult:
     """Run the search. ``objective_fn(config_dict) -> (valid score, extra columns)`` replaces the
-    default objective (a full ``run_kgglm``), e.g. for tests of the search itself."""
+    default objective (``run_pipeline`` or ``run_kgglm``, see the module docstring), e.g. for tests
+    of the search itself. An exception from a trial prunes that trial (reason in its ``error``
+    column); the study goes on."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # we log each trial ourselves
     base = Config(model, dataset, config_file_list=config_file_list, config_dict=config_dict, preset=preset)
     check_params(params)
-    searched = {p.name for p in params}
-    if model == "KGGLM" and base["train_stage"] != "finetune" and "train_stage" not in searched:
+    searched = [p.name for p in params]
+    both_stages = model == "KGGLM" and bool(pretraining_keys(searched))
+    if both_stages:
+        fixed = str(base["pre_model_path"]).strip()
+        logger.info("searched %s change the model or pre-training: every trial pretrains and fine-tunes in its "
+                    "own run directory%s", ", ".join(pretraining_keys(searched)),
+                    f"; pre_model_path {fixed!r} is ignored" if fixed else "")
+    elif (model == "KGGLM" and not {"train_stage", "pre_model_path"} & set(searched)
+          and (base["train_stage"] != "finetune" or not str(base["pre_model_path"]).strip())):
+        # checked once here: otherwise every trial would fail (and be pruned) for the same reason
         raise ConfigError("tune maximises valid_metric, which only fine-tuning computes: set train_stage: "
-                          "finetune and pre_model_path (a pretrain checkpoint) in --config-files or --key=value")
+                          "finetune and pre_model_path (a pretrain checkpoint) in --config-files or "
+                          "--key=value, or search a model-size or pretrain_* key so that every trial "
+                          "pretrains its own model")
     grid = all(p.kind == "choice" for p in params)
     if grid:
         space = {p.name: [_label(v) for v in p.values] for p in params}
@@ -221,15 +262,24 @@ def tune(
     study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
                                 direction="maximize", sampler=sampler)
     if objective_fn is None:
-        objective_fn = _run_objective(model, dataset, config_file_list, preset)
+        objective_fn = _run_objective(model, dataset, config_file_list, preset, both_stages)
 
     def objective(trial) -> float:
         values = {p.name: p.suggest(trial) for p in params}
         trial_dict = {**(dict(config_dict) if config_dict else {})}
         for key, value in params_to_config_dict(values).items():
             trial_dict[key] = {**trial_dict.get(key, {}), **value} if isinstance(value, dict) else value
-        logger.info("trial %d: %s", trial.number, values)
-        score, extra = objective_fn(trial_dict)
+        logger.info("trial %d%s: %s", trial.number, " (pretrain + finetune)" if both_stages else "", values)
+        try:
+            score, extra = objective_fn(trial_dict)
+        except Exception as exc:  # one bad combination must not end the study: record why, go on
+            reason = f"{type(exc).__name__}: {exc}"
+            trial.set_user_attr("error", reason)
+            logger.warning("trial %d pruned (the study goes on): %s", trial.number, reason)
+            logger.debug("trial %d traceback", trial.number, exc_info=True)
+            # PRUNED rather than FAIL: TPE ranks pruned trials below completed ones (it ignores failed ones),
+            # so it learns to avoid the invalid region instead of proposing it again
+            raise optuna.TrialPruned(reason) from exc
         for key, value in extra.items():
             trial.set_user_attr(key, value)
         logger.info("trial %d: %s = %.6g", trial.number, base["valid_metric"], score)
@@ -245,6 +295,10 @@ def tune(
     ]
     completed = [t for t in study.trials if t.value is not None]
     best = study.best_trial if completed else None
+    if best is None:
+        reasons = Counter(t.user_attrs.get("error", t.state.name) for t in study.trials)
+        logger.error("no trial completed (%d trials); reasons: %s", len(study.trials),
+                     "; ".join(f"{n}x {r}" for r, n in reasons.most_common()))
     best_params = {p.name: _from_label(p, best.params[p.name]) for p in params} if best else {}
     result = TuneResult(best_params, best.value if best else None, trials)
     out = Path(out_dir) if out_dir else Path(base["checkpoint_dir"]) / f"tune-{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -260,13 +314,24 @@ def _from_label(p: Param, value: Any) -> Any:
     return p.values[labels.index(value)]
 
 
-def _run_objective(model, dataset, config_file_list, preset) -> Callable[[dict], tuple[float, dict]]:
-    def run(trial_dict: dict) -> tuple[float, dict]:
-        from kgglm.quick_start import run_kgglm
+def _run_objective(model: str, dataset: str, config_file_list: list[str] | None, preset: str | None,
+                   both_stages: bool) -> Callable[[dict], tuple[float, dict]]:
+    """The default objective: ``run_pipeline`` (pretrain + finetune) when ``both_stages``, else
+    ``run_kgglm`` (fine-tune ``pre_model_path``); returns the best valid score and extra columns."""
 
-        res = run_kgglm(model=model, dataset=dataset, config_file_list=config_file_list,
-                        config_dict=trial_dict, preset=preset)
+    def run(trial_dict: dict) -> tuple[float, dict]:
+        from kgglm.quick_start import run_kgglm, run_pipeline
+
+        if both_stages:
+            # run_pipeline skips pre-training when pre_model_path is set: clear it so the trial's own
+            # model (its sizes, its pre-training) is pretrained, then fine-tuned from that checkpoint
+            res = run_pipeline(model=model, dataset=dataset, config_file_list=config_file_list,
+                               config_dict={**trial_dict, "pre_model_path": ""}, preset=preset)
+        else:
+            res = run_kgglm(model=model, dataset=dataset, config_file_list=config_file_list,
+                            config_dict=trial_dict, preset=preset)
         extra = {f"test:{k}": v for k, v in (res.test_result or {}).items() if isinstance(v, (int, float))}
+        extra["stages"] = "pretrain+finetune" if both_stages else "finetune"
         extra["run_dir"] = str(res.run_dir)
         if res.best_valid_score is None:
             raise RuntimeError("the run produced no validation score (is train_stage finetune?)")
@@ -303,7 +368,8 @@ def format_trials(trials: list[dict]) -> str:
     columns = [c for c in dict.fromkeys(k for row in trials for k in row) if c != "run_dir"]
 
     def cell(v: Any) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))
+        text = f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))
+        return text if len(text) <= 80 else text[:77] + "..."  # long error messages: full text in trials.csv
 
     rows = [[cell(r.get(c)) for c in columns] for r in trials]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]

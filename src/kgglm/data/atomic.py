@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
 _BOM = b"\xef\xbb\xbf"
@@ -46,7 +46,7 @@ class AtomicTable:
     lines: np.ndarray  # int64, (n_rows,)
 
     def __len__(self) -> int:
-        return int(len(self.frame))
+        return len(self.frame)
 
     def __contains__(self, name: str) -> bool:
         return name in self.frame.columns
@@ -78,6 +78,8 @@ def read_atomic(
 ) -> AtomicTable:
     """Read an atomic file; check its header, its column counts and its float values.
 
+    Every column declared ``float`` or ``float_seq`` is checked, also when ``usecols`` leaves it out.
+
     Args:
         path: the file.
         required: fields that must be in the header (error otherwise).
@@ -90,8 +92,7 @@ def read_atomic(
         raise DatasetError(f"{path}: file not found (expected a tab-separated atomic file with a "
                            f"'field:type' header)")
     data = path.read_bytes()
-    if data.startswith(_BOM):
-        data = data[len(_BOM):]
+    data = data.removeprefix(_BOM)
     end = data.find(b"\n")
     types = _parse_header(path, data if end < 0 else data[:end + 1])
     names = list(types)
@@ -102,6 +103,9 @@ def read_atomic(
                            f"(expected a column '{missing[0]}:<type>'; found {found})")
     lines = _check_columns(path, data, len(names))
     selected = names if usecols is None else [n for n in names if n in set(usecols)]
+    # Declared float columns are checked even when the caller does not use them: a file whose header
+    # promises numbers but holds garbage is broken, and saying so beats loading it silently.
+    parsed = [n for n in names if n in selected or types[n] in ("float", "float_seq")]
     if not len(lines) and not allow_empty:
         raise DatasetError(f"{path} line 2: no data rows (expected at least one row after the header)")
 
@@ -109,7 +113,7 @@ def read_atomic(
     if len(lines):
         try:
             frame = pd.read_csv(
-                io.BytesIO(body), sep="\t", header=None, names=names, usecols=selected, dtype=str,
+                io.BytesIO(body), sep="\t", header=None, names=names, usecols=parsed, dtype=str,
                 engine="c", quoting=csv.QUOTE_NONE, keep_default_na=False, na_filter=False,
                 skip_blank_lines=True, encoding="utf-8",
             )
@@ -121,16 +125,18 @@ def read_atomic(
         if len(frame) != len(lines):  # defensive: the scan and pandas disagree on what a row is
             raise DatasetError(f"{path}: read {len(frame)} rows but found {len(lines)} non-blank lines; "
                                "expected one row per line")
-        frame = frame[selected]  # pandas keeps file order; make the column order ours
+        frame = frame[parsed]  # pandas keeps file order; make the column order ours
     else:
-        frame = pd.DataFrame({n: pd.Series([], dtype=object) for n in selected})
-    frame.columns = selected
+        frame = pd.DataFrame({n: pd.Series([], dtype=object) for n in parsed})
+    frame.columns = parsed
     table = AtomicTable(path, types, frame, lines)
-    for name in selected:
+    for name in parsed:
         if types[name] == "float":
             frame[name] = _parse_float(table, name)
         elif types[name] == "float_seq":
             frame[name] = _parse_float_seq(table, name)
+    if len(parsed) != len(selected):  # drop the columns that were only parsed to be checked
+        table.frame = frame[selected]
     return table
 
 
@@ -141,8 +147,7 @@ def split_token_seq(values: np.ndarray) -> list[list[str]]:
 
 # --------------------------------------------------------------------------------------- internals
 def _parse_header(path: Path, first: bytes) -> dict[str, str]:
-    if first.startswith(_BOM):
-        first = first[len(_BOM):]
+    first = first.removeprefix(_BOM)
     try:
         text = first.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as exc:

@@ -8,12 +8,14 @@ only, so nothing from validation or test can leak into paths or decoding constra
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
 from kgglm.data.graph import UI_RELATION, CollaborativeGraph
 
 SPLITS = ("train", "valid", "test")
+EVAL_SPLITS = ("valid", "test")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Dataset:
     kg_tails: np.ndarray  # int64 node ids
     graph: CollaborativeGraph
     stats: dict = field(default_factory=dict)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)  # derived arrays (seen items)
 
     @property
     def n_users(self) -> int:
@@ -77,6 +80,59 @@ class Dataset:
 
     def item_index(self, tokens) -> np.ndarray:
         return lookup_tokens(self.item_tokens, tokens, "item")
+
+    # --------------------------------------------------------------------------- evaluation views
+    def eval_users(self, split: str) -> np.ndarray:
+        """Sorted users with at least one interaction in ``split`` (the users evaluated on it)."""
+        return np.unique(np.asarray(self.splits[split].users, dtype=np.int64))
+
+    def seen_splits(self, split: str) -> list[str]:
+        """Splits whose items a user must not be recommended when evaluating ``split``: train, and
+        valid too when testing (RecBole's full-ranking protocol)."""
+        if split not in EVAL_SPLITS:
+            raise ValueError(f"split must be one of {EVAL_SPLITS}, got {split!r}")
+        return ["train", "valid"] if split == "test" else ["train"]
+
+    def seen_items(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """CSR ``(indptr [n_users + 1], items)`` of the items each user has seen before ``split``
+        (sorted, de-duplicated); cached, it is asked for at every evaluation."""
+        return self._csr(tuple(self.seen_splits(split)))
+
+    def split_items(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """CSR ``(indptr [n_users + 1], items)`` of each user's items in ``split`` (the relevant ones)."""
+        return self._csr((split,))
+
+    def _csr(self, splits: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        if splits not in self._cache:
+            self._cache[splits] = items_csr(self.n_users, self.n_items, [self.splits[s] for s in splits])
+        return self._cache[splits]
+
+
+def items_csr(n_users: int, n_items: int, interactions: Sequence[Interactions]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user sorted, de-duplicated item indices of several ``Interactions``, as CSR arrays."""
+    users = np.concatenate([np.asarray(x.users, dtype=np.int64) for x in interactions] or [np.zeros(0, np.int64)])
+    items = np.concatenate([np.asarray(x.items, dtype=np.int64) for x in interactions] or [np.zeros(0, np.int64)])
+    if users.size and (users.min() < 0 or users.max() >= n_users):
+        raise ValueError(f"interactions: user index out of range [0, {n_users})")
+    if items.size and (items.min() < 0 or items.max() >= n_items):
+        raise ValueError(f"interactions: item index out of range [0, {n_items})")
+    keys = np.unique(users * n_items + items)
+    users, items = keys // n_items, keys % n_items
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
+    return indptr, items
+
+
+def csr_rows(csr: tuple[np.ndarray, np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR segments of ``rows`` (in that order) as a new CSR ``(indptr [len(rows) + 1], items)``."""
+    all_indptr, all_items = csr
+    rows = np.asarray(rows, dtype=np.int64)
+    lo = all_indptr[rows]
+    counts = all_indptr[rows + 1] - lo
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    pos = np.arange(indptr[-1]) - np.repeat(indptr[:-1], counts) + np.repeat(lo, counts)
+    return indptr, all_items[pos]
 
 
 def build_graph(

@@ -35,7 +35,7 @@ from kgglm.data.dataset import SPLITS, Dataset, Interactions, build_graph
 from kgglm.data.download import resolve_dataset
 from kgglm.data.splits import normalize_eval_args, split_indices
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 FIELD_DEFAULTS = {
     "USER_ID_FIELD": "user_id",
@@ -105,7 +105,7 @@ def load_dataset(
     n_users, n_items = len(user_tokens), len(item_tokens)
     keep = ~pd.Series(user_codes.astype(np.int64) * n_items + item_codes).duplicated().to_numpy()
     if not keep.all():
-        log.debug("dropped %d duplicate interactions (kept the first)", int((~keep).sum()))
+        logger.debug("dropped %d duplicate interactions (kept the first)", int((~keep).sum()))
     users, items = user_codes[keep].astype(np.int64), item_codes[keep].astype(np.int64)
     times = times[keep] if times is not None else None
     part_of_row = part_of_row[keep]
@@ -143,13 +143,13 @@ def load_dataset(
     kg_keep = ~pd.Series((head_nodes * (len(rel_tokens) + 1) + rel_ids) * len(token_node)
                          + kg_codes[1::2]).duplicated().to_numpy()
     if not kg_keep.all():
-        log.debug("dropped %d duplicate triples (kept the first)", int((~kg_keep).sum()))
+        logger.debug("dropped %d duplicate triples (kept the first)", int((~kg_keep).sum()))
     kg_heads, kg_rels, kg_tails = head_nodes[kg_keep], rel_ids[kg_keep].astype(np.int64), tail_nodes[kg_keep]
     entity_tokens = np.asarray(kg_tokens[is_entity], dtype=object)
     n_linked_in_kg = int((~is_entity).sum())
     linked_total = int((item_entity != "").sum())
     if linked_total > n_linked_in_kg:
-        log.debug("%d linked items have no triples in %s", linked_total - n_linked_in_kg, kg.path)
+        logger.debug("%d linked items have no triples in %s", linked_total - n_linked_in_kg, kg.path)
 
     item_tokens = np.asarray(item_tokens, dtype=object)
     if item_name not in ("title", "entity"):
@@ -193,7 +193,7 @@ def load_dataset(
         "split": "benchmark " + ",".join(benchmark_filename) if benchmark_filename else str(eval_args),
         "load_seconds": round(time.perf_counter() - t0, 3),
     })
-    log.info("loaded %s in %.2fs: %d users, %d items, %d interactions, %d triples", dataset,
+    logger.info("loaded %s in %.2fs: %d users, %d items, %d interactions, %d triples", dataset,
              ds.stats["load_seconds"], n_users, n_items, len(users), len(kg_heads))
     return ds
 
@@ -236,7 +236,7 @@ def _link_items(link: AtomicTable, iid: str, eid: str, items: pd.Index) -> np.nd
     index = items.get_indexer(link_items)
     known = index >= 0
     if not known.all():
-        log.debug("%s: %d linked items are not in the interactions (ignored)", link.path, int((~known).sum()))
+        logger.debug("%s: %d linked items are not in the interactions (ignored)", link.path, int((~known).sum()))
     rows, link_items, link_ents, index = rows[known], link_items[known], link_ents[known], index[known]
     repeat = _first_repeat(link_ents)
     if repeat:
@@ -257,7 +257,7 @@ def _item_names(path: Path, iid: str, item_tokens: np.ndarray) -> np.ndarray:
     types = read_header(path)
     title = next((f for f, t in types.items() if t == "token_seq" and ("title" in f or "name" in f)), None)
     if title is None or iid not in types:
-        log.debug("%s: no item id or title field; items are named by their tokens", path)
+        logger.debug("%s: no item id or title field; items are named by their tokens", path)
         return names
     table = read_atomic(path, required=(iid, title), usecols=(iid, title), allow_empty=True)
     frame = table.frame.drop_duplicates(subset=iid, keep="first")

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from kgglm.decode.constraints import NEG_INF, GraphConstraint
+from kgglm.decode.generation import PathGenerationConfig
 from kgglm.paths.vocab import BOS, PAD
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
-RANKINGS = ("logprob", "cumulative")
 
 
 @dataclass
@@ -46,6 +46,7 @@ class BeamSearchOutput:
     exhaustive: torch.Tensor  # [B] bool: no legal prefix was pruned for this user
     item_scores: torch.Tensor | None = None  # [B, n_items], -inf for unreached items
     stats: dict = field(default_factory=dict)
+    path_scores: torch.Tensor | None = None  # [B, K] log-prob of the shown path, when it is not the best one
 
 
 def _filter_top_k_top_p(logp: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -70,14 +71,15 @@ def _masked_log_softmax(scores: torch.Tensor) -> torch.Tensor:
 
 
 def _sparse_head(model):
-    """``(hidden_states, output_weight)`` when the model exposes them (KGGLM), else ``None``.
+    """``(hidden_states, output_weight)`` for a model that exposes them (KGGLM), else ``None``.
 
     With them the search scores only the legal tokens of each row (a few per row instead of the
     whole vocabulary); other models go through ``forward`` and the dense ``LogitsProcessor`` mask.
+    A model opts in by defining ``hidden_states(ids, cache)``, ``output_embeddings()`` and
+    ``new_cache(batch, capacity)``.
     """
-    fn, wte = getattr(model, "hidden_states", None), getattr(model, "wte", None)
-    if callable(fn) and isinstance(getattr(wte, "weight", None), torch.Tensor) and hasattr(model, "new_cache"):
-        return fn, wte.weight
+    if all(callable(getattr(model, name, None)) for name in ("hidden_states", "output_embeddings", "new_cache")):
+        return model.hidden_states, model.output_embeddings()
     return None
 
 
@@ -132,10 +134,9 @@ def _empty_output(users, n_return, n_items, width, return_item_scores) -> BeamSe
 
 
 @torch.inference_mode()
-def _search(model, constraint: GraphConstraint, users: torch.Tensor, *, num_beams: int, n_return: int,
-            length_penalty: float, do_sample: bool, top_k: int, top_p: float, temperature: float,
-            ranking: str, return_item_scores: bool, generator: torch.Generator | None,
-            sparse: bool = True) -> BeamSearchOutput:
+def _search(model, constraint: GraphConstraint, users: torch.Tensor, gen: PathGenerationConfig, *, num_beams: int,
+            n_return: int, return_item_scores: bool, generator: torch.Generator | None,
+            sparse: bool = True, targets: torch.Tensor | None = None) -> BeamSearchOutput:
     """One beam-search pass with a fixed beam width (see module docstring).
 
     Each step works on the legal ``(row, token)`` pairs: per user, the candidates of all its beams
@@ -145,6 +146,7 @@ def _search(model, constraint: GraphConstraint, users: torch.Tensor, *, num_beam
     n_items = constraint.graph.n_items
     n_steps = 2 * constraint.hop_length  # generated tokens after the prompt
     b = users.shape[0]
+    do_sample = gen.do_sample
     head = _sparse_head(model) if sparse and not do_sample else None
     prompt = torch.stack([torch.full_like(users, BOS), users + constraint.node_offset], dim=1)
     if head is not None:
@@ -165,7 +167,8 @@ def _search(model, constraint: GraphConstraint, users: torch.Tensor, *, num_beam
             lp = _segment_log_softmax(_pair_logits(state, head[1], rows, toks), rows, seqs.shape[0])
             warped = None
         else:
-            rows, toks, lp, warped = _dense_pairs(constraint, seqs, state, do_sample, temperature, top_k, top_p)
+            rows, toks, lp, warped = _dense_pairs(constraint, seqs, state, do_sample, gen.temperature, gen.top_k,
+                                                  gen.top_p)
         if step == n_steps - 1:
             break
         n_pairs = rows.shape[0]
@@ -203,19 +206,30 @@ def _search(model, constraint: GraphConstraint, users: torch.Tensor, *, num_beam
         k = width
 
     # last step: score every (beam, item) pair and keep the best path per (user, item)
-    if ranking == "cumulative":
+    path_lp = beam_scores[rows] + lp  # log-probability of each complete path
+    if gen.ranking == "cumulative":
         crit = (prob_sum[rows] + lp.exp()) / n_steps
     else:
-        crit = (beam_scores[rows] + lp) / (n_steps ** length_penalty)
+        crit = path_lp / (n_steps ** gen.length_penalty)
     key = (rows // k) * n_items + (toks - constraint.item_token_offset)
     best = torch.full((b * n_items,), NEG_INF, device=device).scatter_reduce(0, key, crit, "amax")
     best_pair = torch.zeros(b * n_items, dtype=torch.long, device=device)
     is_best = crit == best[key]
     best_pair[key[is_best]] = torch.arange(rows.shape[0], device=device)[is_best]  # ties: any best path
+    if gen.ranking == "marginal":
+        # item score = log of the total probability of the decoded paths that reach it (a
+        # log-sum-exp over paths, stabilised by each item's best path); the explanation stays the
+        # best path. An item reached by many probable paths outranks one reached by a lucky path.
+        top = torch.full((b * n_items,), NEG_INF, device=device).scatter_reduce(0, key, path_lp, "amax")
+        mass = torch.zeros(b * n_items, device=device).index_add_(0, key, (path_lp - top[key]).exp())
+        best = torch.where(torch.isfinite(top), top + mass.clamp_min(1e-30).log(), top)
     best = best.view(b, n_items)
     n_found = torch.isfinite(best).sum(1)
-    kk = min(n_return, n_items)
-    top_scores, top_items = torch.topk(best, kk, dim=1)
+    if targets is not None:  # the best decoded path of given items (-1: none), not the top items
+        top_items = targets.clamp(min=0)
+        top_scores = torch.where(targets >= 0, best.gather(1, top_items), NEG_INF)
+    else:
+        top_scores, top_items = torch.topk(best, min(n_return, n_items), dim=1)
     found = torch.isfinite(top_scores)
     if rows.shape[0] == 0:
         return _empty_output(users, n_return, n_items, constraint.body_length, return_item_scores)
@@ -228,39 +242,78 @@ def _search(model, constraint: GraphConstraint, users: torch.Tensor, *, num_beam
 
 
 @torch.inference_mode()
-def beam_search(model, constraint: GraphConstraint, users, *, num_beams: int = 20, n_return: int = 10,
-                length_penalty: float = 0.0, do_sample: bool = False, top_k: int = 0, top_p: float = 1.0,
-                temperature: float = 1.0, ranking: str = "logprob", return_item_scores: bool = False,
-                max_num_beams: int | None = None, generator: torch.Generator | None = None,
-                sparse: bool = True, **unused) -> BeamSearchOutput:
+def path_log_probs(model, constraint: GraphConstraint, paths: torch.Tensor) -> torch.Tensor:
+    """Log-probability of complete paths ``[n, 2H+1]`` (``U r1 n1 ... nH``) under ``constraint``:
+    the sum over steps of the model's next-token log-softmax renormalised over the legal tokens,
+    exactly as the beam search scores a path. Lets a path found under a stricter constraint be
+    scored on the same scale as the ranking."""
+    paths = torch.as_tensor(paths, dtype=torch.long, device=constraint.device)
+    n = paths.shape[0]
+    seqs = torch.cat([torch.full((n, 1), BOS, dtype=torch.long, device=paths.device), paths], dim=1)
+    total = torch.zeros(n, device=paths.device)
+    if n == 0:
+        return total
+    head = _sparse_head(model)
+    if head is not None:
+        hidden = head[0](seqs[:, :-1])  # [n, T-1, C]: the state before each generated token
+    else:
+        logits = model(seqs[:, :-1])[0]
+    for t in range(1, seqs.shape[1] - 1):  # loop over path positions, not paths
+        prefix, target = seqs[:, :t + 1], seqs[:, t + 1]
+        if head is not None:
+            rows, toks = constraint.allowed_pairs(prefix)
+            lp = _segment_log_softmax(_pair_logits(hidden[:, t], head[1], rows, toks), rows, n)
+            hit = toks == target[rows]
+            chosen = torch.full((n,), NEG_INF, device=paths.device).index_put_((rows[hit],), lp[hit])
+        else:
+            logp = _masked_log_softmax(constraint(prefix, logits[:, t].float()))
+            chosen = logp.gather(1, target.unsqueeze(1)).squeeze(1)
+        total = total + chosen
+    return total
+
+
+@torch.inference_mode()
+def item_paths(model, constraint: GraphConstraint, users, items: torch.Tensor, generation: PathGenerationConfig,
+               *, sparse: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The most probable decoded path from each user to each of its ``items [B, K]`` (``-1``: none).
+
+    One beam search (``generation.num_beams`` wide, under ``constraint``, which may be stricter than
+    the ranking's, e.g. knowledge-only) whose final step keeps, per (user, item), the best path.
+    Returns ``paths [B, K, 2H+1]`` (``[PAD]`` where no beam reached the item) and their
+    log-probabilities ``[B, K]`` (``-inf`` there). Used to pick explanations for a fixed ranking.
+    """
+    users = torch.as_tensor(users, dtype=torch.long, device=constraint.device).reshape(-1)
+    items = torch.as_tensor(items, dtype=torch.long, device=constraint.device)
+    out = _search(model, constraint, users, generation.replace(ranking="logprob"), num_beams=generation.num_beams,
+                  n_return=max(int(items.shape[1]), 1), return_item_scores=False, generator=None, sparse=sparse,
+                  targets=items)
+    return out.paths, out.scores
+
+
+@torch.inference_mode()
+def beam_search(model, constraint: GraphConstraint, users, generation: PathGenerationConfig, *, n_return: int,
+                return_item_scores: bool = False, generator: torch.Generator | None = None,
+                sparse: bool = True) -> BeamSearchOutput:
     """Constrained beam search for a batch of users; ``n_return`` distinct unseen items each.
 
     Args:
         model: ``forward(input_ids, past_key_values=None, use_cache=False) -> (logits, cache)``.
         constraint: the :class:`GraphConstraint` (its device is used for everything).
         users: user indices (0-based).
-        num_beams: beams kept per user at every step (hopwise ``num_beams``).
-        n_return: distinct items to return per user (``max(topk, paths_per_user)``).
-        length_penalty: final score = sum of log-probs / n_tokens ** length_penalty (0: plain sum;
-            paths all have the same length, so it rescales without reordering).
-        do_sample, top_k, top_p, temperature: sample the kept prefixes (Gumbel-top-k over the
-            warped distribution, without replacement) instead of taking the best ones.
-        ranking: ``"logprob"`` (best path's log-probability) or ``"cumulative"`` (hopwise's
-            mean token probability of the path).
-        return_item_scores: also return the ``[B, n_items]`` best-path score matrix.
-        max_num_beams: cap on widening (default ``max(64 * num_beams, 1024)``).
-        sparse: score only legal tokens through ``model.hidden_states``/``model.wte`` when the model
-            has them (same results as the dense ``LogitsProcessor`` path, much less work);
+        generation: the decoding settings (beams, sampling, ranking: ``logprob`` = best path's
+            log-probability, ``marginal`` = log of the summed probability of the decoded paths
+            reaching the item, ``cumulative`` = hopwise's mean token probability).
+        n_return: distinct items to return per user.
+        return_item_scores: also return the ``[B, n_items]`` item score matrix.
+        sparse: score only legal tokens through the model's ``hidden_states``/``output_embeddings``
+            when it has them (same results as the dense ``LogitsProcessor`` path, much less work);
             sampling always uses the dense path (its top-k/top-p warpers are dense).
     """
-    if ranking not in RANKINGS:
-        raise ValueError(f"ranking must be one of {RANKINGS}, got {ranking!r}")
-    if num_beams < 1 or n_return < 1:
-        raise ValueError(f"num_beams and n_return must be >= 1, got {num_beams}, {n_return}")
-    if do_sample and temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if unused:
-        log.debug("beam_search: ignoring generation args %s", sorted(unused))
+    if n_return < 1:
+        raise ValueError(f"n_return must be >= 1, got {n_return}")
+    if generation.path_hop_length != constraint.hop_length:
+        raise ValueError(f"generation.path_hop_length={generation.path_hop_length} differs from the "
+                         f"constraint's hop_length={constraint.hop_length}")
     n_pos = getattr(getattr(model, "config", None), "n_positions", None)
     if n_pos is not None and n_pos < constraint.body_length + 1:
         raise ValueError(f"model n_positions={n_pos} is too short for hop_length={constraint.hop_length} "
@@ -268,17 +321,15 @@ def beam_search(model, constraint: GraphConstraint, users, *, num_beams: int = 2
     users = torch.as_tensor(users, dtype=torch.long, device=constraint.device).reshape(-1)
     if users.numel() and (users.min() < 0 or users.max() >= constraint.graph.n_users):
         raise ValueError(f"user index out of range [0, {constraint.graph.n_users})")
-    args = dict(n_return=n_return, length_penalty=length_penalty, do_sample=do_sample, top_k=top_k,
-                top_p=top_p, temperature=temperature, ranking=ranking,
-                return_item_scores=return_item_scores, generator=generator, sparse=sparse)
-    out = _search(model, constraint, users, num_beams=num_beams, **args)
-    cap = max_num_beams or max(64 * num_beams, 1024)
-    widened, beams = 0, num_beams
+    args = dict(n_return=n_return, return_item_scores=return_item_scores, generator=generator, sparse=sparse)
+    out = _search(model, constraint, users, generation, num_beams=generation.num_beams, **args)
+    cap = generation.max_num_beams or max(64 * generation.num_beams, 1024)
+    widened, beams = 0, generation.num_beams
     short = (out.n_found < min(n_return, constraint.graph.n_items)) & ~out.exhaustive
     while bool(short.any()) and beams < cap:
         beams = min(4 * beams, cap)
         idx = short.nonzero().squeeze(1)
-        sub = _search(model, constraint, users[idx], num_beams=beams, **args)
+        sub = _search(model, constraint, users[idx], generation, num_beams=beams, **args)
         widened += idx.numel()
         for name in ("items", "scores", "paths", "n_found", "exhaustive", "item_scores"):
             full = getattr(out, name)
@@ -286,8 +337,7 @@ def beam_search(model, constraint: GraphConstraint, users, *, num_beams: int = 2
                 full[idx] = getattr(sub, name)
         short = (out.n_found < min(n_return, constraint.graph.n_items)) & ~out.exhaustive
     if bool(short.any()):
-        log.warning("%d users have fewer than %d items after widening to %d beams",
+        logger.warning("%d users have fewer than %d items after widening to %d beams",
                     int(short.sum()), n_return, beams)
     out.stats = {"widened_users": widened, "max_beams_used": beams}
     return out
-

@@ -27,25 +27,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from kgglm.data.dataset import items_csr
 from kgglm.data.graph import UI_RELATION, CollaborativeGraph
 from kgglm.paths.vocab import RELATION_OFFSET, Vocabulary
 
 NEG_INF = float("-inf")
-
-
-def excluded_items_csr(n_users: int, n_items: int, interactions: Sequence) -> tuple[np.ndarray, np.ndarray]:
-    """Per-user sorted, de-duplicated item indices from several ``Interactions`` (CSR arrays)."""
-    users = np.concatenate([np.asarray(x.users, dtype=np.int64) for x in interactions] or [np.zeros(0, np.int64)])
-    items = np.concatenate([np.asarray(x.items, dtype=np.int64) for x in interactions] or [np.zeros(0, np.int64)])
-    if users.size and (users.min() < 0 or users.max() >= n_users):
-        raise ValueError(f"excluded interactions: user index out of range [0, {n_users})")
-    if items.size and (items.min() < 0 or items.max() >= n_items):
-        raise ValueError(f"excluded interactions: item index out of range [0, {n_items})")
-    keys = np.unique(users * n_items + items)
-    users, items = keys // n_items, keys % n_items
-    indptr = np.zeros(n_users + 1, dtype=np.int64)
-    np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
-    return indptr, items
 
 
 def _expand(lo: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,10 +54,14 @@ class GraphConstraint:
             ``Interactions`` (e.g. ``[train]``, or ``[train, valid]`` when evaluating on test),
             or ``None`` to exclude nothing.
         prune_dead_ends: also forbid prefixes from which no item is reachable in the remaining hops.
+        knowledge_only: forbid user nodes after the first hop, so every path goes user -> item -> KG
+            ... -> item (explanations through knowledge only).
+        forbidden_relations: relation ids no path may use (e.g. a vague ``related_to_wikipage``).
     """
 
     def __init__(self, graph: CollaborativeGraph, vocab: Vocabulary, *, hop_length: int,
-                 device: torch.device | str = "cpu", excluded=None, prune_dead_ends: bool = True) -> None:
+                 device: torch.device | str = "cpu", excluded=None, prune_dead_ends: bool = True,
+                 knowledge_only: bool = False, forbidden_relations: Sequence[int] = ()) -> None:
         if (vocab.n_users, vocab.n_items, vocab.n_entities, vocab.n_relations) != (
                 graph.n_users, graph.n_items, graph.n_entities, graph.n_relations):
             raise ValueError(
@@ -92,6 +82,13 @@ class GraphConstraint:
         # contiguous run of edges; key = node * R + relation is sorted over all edges.
         src = np.repeat(np.arange(n, dtype=np.int64), np.diff(graph.indptr))
         keys = src * r + graph.relation
+        # edges a path may use after its first (user -> item) hop: the knowledge-only mode drops
+        # edges into users, a relation preference drops whole relations
+        edge_ok = ~np.isin(graph.relation, np.asarray(list(forbidden_relations), dtype=np.int64))
+        if knowledge_only:
+            edge_ok &= graph.neighbor >= graph.n_users
+        self.knowledge_only = bool(knowledge_only)
+        self.forbidden_relations = tuple(int(x) for x in forbidden_relations)
         is_start = np.ones(keys.shape[0], dtype=bool)
         is_start[1:] = keys[1:] != keys[:-1]
         g_start = np.flatnonzero(is_start)
@@ -106,10 +103,10 @@ class GraphConstraint:
         can_finish = np.zeros((h, n), dtype=bool)
         can_finish[0, graph.n_users:graph.n_users + graph.n_items] = True
         for k in range(1, h):  # loop over hops, not rows
-            can_finish[k] = np.bincount(src, weights=can_finish[k - 1][graph.neighbor], minlength=n) > 0
+            can_finish[k] = np.bincount(src, weights=can_finish[k - 1][graph.neighbor] & edge_ok, minlength=n) > 0
         if not prune_dead_ends:
             can_finish[1:] = True
-        group_ok = np.stack([np.bincount(edge_group, weights=can_finish[k][graph.neighbor],
+        group_ok = np.stack([np.bincount(edge_group, weights=can_finish[k][graph.neighbor] & edge_ok,
                                          minlength=g_keys.shape[0]) > 0 for k in range(h)]) \
             if g_keys.size else np.zeros((h, 0), dtype=bool)
 
@@ -123,10 +120,11 @@ class GraphConstraint:
             if ex_items.size and (ex_items.min() < 0 or ex_items.max() >= graph.n_items):
                 raise ValueError(f"GraphConstraint: excluded item index out of range [0, {graph.n_items})")
         else:
-            ex_indptr, ex_items = excluded_items_csr(graph.n_users, graph.n_items, excluded)
+            ex_indptr, ex_items = items_csr(graph.n_users, graph.n_items, excluded)
 
         t = lambda a, dt=torch.long: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=self.device)  # noqa: E731
         self._neighbor = t(graph.neighbor)
+        self._edge_ok = t(edge_ok, torch.bool)
         self._g_indptr, self._g_keys, self._g_rel = t(g_indptr), t(g_keys), t(g_keys % r)
         self._g_start, self._g_end = t(g_start), t(g_end)
         self._can_finish, self._group_ok = t(can_finish, torch.bool), t(group_ok, torch.bool)
@@ -187,6 +185,8 @@ class GraphConstraint:
         rows, e = _expand(lo, counts)
         dst = self._neighbor[e]
         ok = self._can_finish[self.hop_length - hop, dst]
+        if hop > 1:  # the first hop is the user's own interaction; later hops obey the path options
+            ok &= self._edge_ok[e]
         if hop == self.hop_length - 1 and self._start_user_dead_end:
             ok &= dst != (input_ids[:, 1] - self.node_offset)[rows]
         if hop == self.hop_length and self._ex_keys.numel():

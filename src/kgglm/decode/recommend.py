@@ -11,21 +11,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from kgglm.decode.beam_search import beam_search
+from kgglm.decode.beam_search import beam_search, item_paths, path_log_probs
+from kgglm.decode.explain import explain, path_strings
 from kgglm.decode.constraints import GraphConstraint
+from kgglm.decode.generation import PathGenerationConfig
 from kgglm.paths.vocab import PAD, RELATION_OFFSET, Vocabulary
 
-log = logging.getLogger(__name__)
-
-GENERATION_KEYS = ("num_beams", "length_penalty", "do_sample", "top_k", "top_p", "temperature",
-                   "ranking", "max_num_beams")
-
+logger = logging.getLogger(__name__)
 
 @dataclass
 class Recommendations:
@@ -41,6 +40,7 @@ class Recommendations:
     paths: np.ndarray  # [n, K, 2H+1] token ids: U r1 n1 ... rH item
     split: str = "test"
     item_scores: np.ndarray | None = None  # [n, n_items], -inf for unreached items
+    path_scores: np.ndarray | None = None  # [n, K] log-probability of each shown path (None: = scores)
 
     @property
     def topk(self) -> int:
@@ -51,18 +51,6 @@ class Recommendations:
         return (int(self.paths.shape[2]) - 1) // 2
 
 
-def default_excluded_splits(split: str) -> list[str]:
-    """Splits whose items a user must not be recommended: train (and valid when testing)."""
-    if split not in ("train", "valid", "test"):
-        raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
-    return ["train", "valid"] if split == "test" else ["train"]
-
-
-def users_with_items(dataset, split: str) -> np.ndarray:
-    """Sorted users with at least one interaction in ``split``."""
-    return np.unique(np.asarray(dataset.splits[split].users, dtype=np.int64))
-
-
 def model_device(model) -> torch.device:
     try:
         return next(model.parameters()).device
@@ -70,41 +58,46 @@ def model_device(model) -> torch.device:
         return torch.device("cpu")
 
 
-def make_constraint(dataset, vocab: Vocabulary | None = None, *, split: str = "test", hop_length: int = 3,
-                    device=None) -> GraphConstraint:
-    """The decoding constraint for ``split``: the training graph, excluding seen items."""
-    vocab = vocab or Vocabulary.from_graph(dataset.graph, dataset.name)
-    excluded = [dataset.splits[s] for s in default_excluded_splits(split)]
-    return GraphConstraint(dataset.graph, vocab, hop_length=hop_length, device=device or "cpu",
-                           excluded=excluded)
+def make_constraint(dataset, vocab: Vocabulary, *, split: str, hop_length: int, device=None,
+                    knowledge_only: bool = False, avoid_relations: tuple[str, ...] = ()) -> GraphConstraint:
+    """The decoding constraint for ``split``: the training graph, excluding the items seen before it
+    (cached on the dataset: building one walks the whole graph)."""
+    device = torch.device(device or "cpu")
+    key = ("constraint", split, int(hop_length), str(device), bool(knowledge_only), tuple(avoid_relations))
+    if key not in dataset._cache:
+        names = [str(r) for r in dataset.relation_tokens]
+        unknown = [r for r in avoid_relations if r not in names]
+        if unknown:
+            raise ValueError(f"path_generation_args.avoid_relations: unknown relation(s) {unknown} in dataset "
+                             f"{dataset.name} (relations: {', '.join(names[1:])})")
+        dataset._cache[key] = GraphConstraint(dataset.graph, vocab, hop_length=hop_length, device=device,
+                                              excluded=dataset.seen_items(split), knowledge_only=knowledge_only,
+                                              forbidden_relations=[names.index(r) for r in avoid_relations])
+    return dataset._cache[key]
 
 
-def recommend(model, dataset, users=None, *, vocab: Vocabulary | None = None, split: str = "test",
-              topk: int = 10, num_beams: int = 20, paths_per_user: int | None = None, hop_length: int = 3,
-              batch_size: int = 32, device=None, return_item_scores: bool = False,
-              constraint: GraphConstraint | None = None, show_progress: bool = False,
-              **generation_args) -> Recommendations:
-    """Recommend ``max(topk, paths_per_user)`` distinct unseen items per user, each with its path.
+def recommend(model, dataset, users, *, vocab: Vocabulary, generation: PathGenerationConfig, n_return: int,
+              split: str = "test", batch_size: int, device=None, return_item_scores: bool = False,
+              constraint: GraphConstraint | None = None, show_progress: bool = False) -> Recommendations:
+    """Recommend ``n_return`` distinct unseen items per user, each with its explanation path.
 
     Args:
-        model: a KGGLM (or any model with the same ``forward``); it is put in eval mode.
+        model: a KGGLM (or any model with the same ``forward``); it is put in eval mode and its
+            training mode is restored afterwards.
         dataset: a :class:`kgglm.data.Dataset` (its graph is built from training interactions).
-        users: user indices; default: users with at least one item in ``split``.
+        users: user indices (e.g. ``dataset.eval_users(split)``).
+        generation: the decoding settings (:class:`PathGenerationConfig`).
+        n_return: items per user.
         split: ``'test'`` excludes train and valid items, ``'valid'`` excludes train items.
-        generation_args: ``length_penalty``, ``do_sample``, ``top_k``, ``top_p``, ``temperature``,
-            ``ranking`` (``'logprob'``/``'cumulative'``), ``max_num_beams``; other keys of
-            hopwise's ``path_generation_args`` (e.g. ``num_beam_groups``) are ignored.
+        batch_size: users decoded together (``eval_batch_size``).
     """
     device = torch.device(device) if device is not None else model_device(model)
-    vocab = vocab or Vocabulary.from_graph(dataset.graph, dataset.name)
     if constraint is None:
-        constraint = make_constraint(dataset, vocab, split=split, hop_length=hop_length, device=device)
-    users = users_with_items(dataset, split) if users is None else np.asarray(users, dtype=np.int64).reshape(-1)
-    n_return = max(int(topk), int(paths_per_user or 0))
-    args = {k: v for k, v in generation_args.items() if k in GENERATION_KEYS}
-    ignored = sorted(set(generation_args) - set(GENERATION_KEYS) - {"paths_per_user"})
-    if ignored:
-        log.info("recommend: generation args not used by this decoder: %s", ignored)
+        constraint = make_constraint(dataset, vocab, split=split, hop_length=generation.path_hop_length,
+                                     device=device, knowledge_only=generation.knowledge_only)
+    explainers = _knowledge_constraints(dataset, vocab, split, generation, device) \
+        if generation.explanation == "knowledge" else []
+    users = np.asarray(users, dtype=np.int64).reshape(-1)
     was_training = getattr(model, "training", False)
     model.eval()
     parts = []
@@ -114,8 +107,12 @@ def recommend(model, dataset, users=None, *, vocab: Vocabulary | None = None, sp
         batches = tqdm(batches, desc=f"recommend {split}", unit="batch")
     try:
         for start in batches:
-            out = beam_search(model, constraint, users[start:start + batch_size], num_beams=num_beams,
-                              n_return=n_return, return_item_scores=return_item_scores, **args)
+            out = beam_search(model, constraint, users[start:start + batch_size], generation,
+                              n_return=n_return, return_item_scores=return_item_scores)
+            with torch.inference_mode():
+                out.path_scores = out.scores.clone()
+            for explainer in explainers:  # knowledge paths replace the shown path, never the ranking
+                _explain_through_knowledge(model, explainer, out, generation, constraint)
             parts.append(out)
     finally:
         if was_training:
@@ -135,53 +132,51 @@ def recommend(model, dataset, users=None, *, vocab: Vocabulary | None = None, sp
         paths=cat("paths", (0, k, constraint.body_length), np.int64),
         split=split,
         item_scores=cat("item_scores", (0, n_items), np.float32) if return_item_scores else None,
+        path_scores=cat("path_scores", (0, k), np.float32),
     )
 
 
-# ---------------------------------------------------------------------------------- explanations
-def path_strings(dataset, vocab: Vocabulary, path_tokens: np.ndarray, readable: bool = True) -> list[str]:
-    """Original dataset tokens (``readable=False``) or readable names of one path's tokens."""
-    node_names = dataset.node_names() if readable else dataset.node_tokens()
-    out = []
-    for tok in np.asarray(path_tokens, dtype=np.int64).tolist():
-        if RELATION_OFFSET <= tok < vocab.node_offset:
-            out.append(str(dataset.relation_tokens[tok - RELATION_OFFSET]))
-        elif vocab.node_offset <= tok < vocab.size:
-            out.append(str(node_names[tok - vocab.node_offset]))
-        else:
-            out.append(vocab.token_string(tok))
+def _knowledge_constraints(dataset, vocab, split, generation, device) -> list[GraphConstraint]:
+    """The knowledge-explanation searches, in order of preference: KG paths avoiding the
+    ``avoid_relations``, then (if any are avoided) KG paths through them."""
+    kw = dict(split=split, hop_length=generation.path_hop_length, device=device, knowledge_only=True)
+    out = [make_constraint(dataset, vocab, avoid_relations=generation.avoid_relations, **kw)]
+    if generation.avoid_relations:
+        out.append(make_constraint(dataset, vocab, **kw))
     return out
 
 
-def explain(dataset, vocab: Vocabulary, path_tokens: np.ndarray, ui_label: str = "watched") -> str:
-    """``user 42 watched Toy_Story -> starred_by_actor Tom_Hanks -> ...`` for one path.
-
-    The user-item relation reads as ``ui_label`` (its dataset name is a placeholder such as
-    ``[UI-Relation]``); users met inside the path read as ``user <token>``.
-    """
-    tokens = np.asarray(path_tokens, dtype=np.int64)
-    if (tokens == PAD).any():
-        return ""
-    names = dataset.node_names()
-    n_users = dataset.n_users
-
-    def node(tok: int) -> str:
-        idx = tok - vocab.node_offset
-        name = str(names[idx])
-        return f"user {name}" if idx < n_users else name.replace(" ", "_")
-
-    def rel(tok: int) -> str:
-        r = tok - RELATION_OFFSET
-        return ui_label if r == 0 else str(dataset.relation_tokens[r])
-
-    parts = [f"{node(tokens[0])} {rel(tokens[1])} {node(tokens[2])}"]
-    parts += [f"{rel(tokens[i])} {node(tokens[i + 1])}" for i in range(3, len(tokens) - 1, 2)]
-    return " -> ".join(parts)
+@torch.inference_mode()
+def _explain_through_knowledge(model, explainer: GraphConstraint, out, generation,
+                               ranking_constraint: GraphConstraint) -> None:
+    """Replace, in place, the shown path of every recommended item that has no KG path yet by the
+    most probable path the model decodes to it under ``explainer`` (knowledge only), if any."""
+    node_offset = explainer.node_offset
+    entity_start = node_offset + explainer.graph.n_users + explainer.graph.n_items
+    has_kg = (out.paths[..., 2:-1:2] >= entity_start).any(-1)
+    if explainer.forbidden_relations:  # a KG path through an avoided relation is not good enough yet
+        rels = out.paths[..., 1::2] - RELATION_OFFSET
+        forbidden = torch.as_tensor(explainer.forbidden_relations, device=rels.device)
+        has_kg &= ~torch.isin(rels, forbidden).any(-1)
+    todo = (out.items >= 0) & ~has_kg
+    if not bool(todo.any()):
+        return
+    rows = todo.any(1).nonzero().squeeze(1)
+    targets = torch.where(todo[rows], out.items[rows], -1)
+    paths, scores = item_paths(model, explainer, out.users[rows], targets,
+                               generation.replace(num_beams=generation.explanation_num_beams))
+    found = torch.isfinite(scores) & todo[rows]
+    if bool(found.any()):  # score the new paths as the ranking scores paths (under its constraint)
+        scores[found] = path_log_probs(model, ranking_constraint, paths[found])
+    sub_paths, sub_scores = out.paths[rows], out.path_scores[rows]
+    sub_paths[found] = paths[found]
+    sub_scores[found] = scores[found]
+    out.paths[rows], out.path_scores[rows] = sub_paths, sub_scores
 
 
 # ---------------------------------------------------------------------------------- export
 def write_recommendations(recs: Recommendations, dataset, vocab: Vocabulary, path: str | os.PathLike,
-                          ui_label: str = "watched") -> Path:
+                          phrases: Mapping[str, str] | None = None) -> Path:
     """JSON lines, one per (user, rank): user, rank, item, score, path tokens, readable path.
 
     Written to a temporary file then renamed, so a crash never leaves a half-written export.
@@ -199,9 +194,10 @@ def write_recommendations(recs: Recommendations, dataset, vocab: Vocabulary, pat
                 "user": str(node_tokens[u]), "user_index": u, "rank": k + 1,
                 "item": str(dataset.item_tokens[item]), "item_index": item,
                 "score": float(recs.scores[r, k]),
+                "path_score": float(recs.path_scores[r, k]) if recs.path_scores is not None else None,
                 "path_token_ids": [int(t) for t in toks],
                 "path": path_strings(dataset, vocab, toks, readable=False),
-                "explanation": explain(dataset, vocab, toks, ui_label),
+                "explanation": explain(dataset, vocab, toks, phrases),
                 "split": recs.split, "topk": recs.topk,
             }, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
@@ -241,3 +237,12 @@ def read_recommendations(path: str | os.PathLike) -> Recommendations:
     scores[row, ranks - 1] = [r[3] for r in records]
     paths[row, ranks - 1] = np.array([r[4] for r in records], dtype=np.int64)
     return Recommendations(users=uniq[order], items=items, scores=scores, paths=paths, split=records[0][5])
+
+
+# TEMPORARY (removed at integration): old names still imported by work in progress elsewhere.
+def users_with_items(dataset, split: str) -> np.ndarray:
+    return dataset.eval_users(split)
+
+
+def default_excluded_splits(split: str) -> list[str]:
+    return ["train", "valid"] if split == "test" else ["train"]

@@ -1,44 +1,187 @@
-"""Full-ranking evaluation of KGGLM and of the popularity baseline, plus a path-quality report.
+"""The one evaluation path: full-ranking metrics of any model on a split, plus path quality.
 
 Protocol (RecBole full ranking): every user with at least one item in the evaluated split is
-ranked over all items minus the items they interacted with in training (and validation, when
-evaluating on test). KGGLM's ranking is its best-path score per item (``-inf`` when no path
-reached the item); ``Pop`` ranks by training interaction counts. Both go through
-:func:`evaluate_topk`, so their numbers are directly comparable.
+ranked over all items minus the items they interacted with before it (train; train and valid on
+test), as :meth:`Dataset.seen_items` says. Two kinds of models go through :func:`evaluate`:
+
+* **path decoders** (KGGLM): constrained beam search; an item's score is the score of the
+  decoded paths that reach it (``-inf`` when none does), and every item carries its path;
+* **scorers** (Pop, BPR, LightGCN, KGItemKNN: anything with ``score_items(users) -> [U, n_items]``):
+  scores are ranked after masking seen items, in user batches.
+
+Both end in :func:`evaluate_topk`, so their numbers are directly comparable.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from kgglm.decode.constraints import excluded_items_csr
-from kgglm.decode.recommend import Recommendations, default_excluded_splits, recommend, users_with_items
-from kgglm.evaluate.metrics import hit_matrix, metric_value, topk_metrics
+from kgglm import distributed
+from kgglm.data.dataset import csr_rows
+from kgglm.decode.generation import PathGenerationConfig
+from kgglm.decode.recommend import Recommendations, recommend
+from kgglm.evaluate.beyond_accuracy import coverage, ndcg_paper, novelty, serendipity
+from kgglm.evaluate.explanation import ExplanationTables, explanation_arrays, explanation_metrics
+from kgglm.evaluate.metrics import hit_matrix, metric_value, normalize_metric_names, topk_metrics
 from kgglm.paths.vocab import PAD, RELATION_OFFSET, Vocabulary
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
-def split_csr(dataset, splits: Iterable[str], users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Items of ``users`` (one CSR segment per entry of ``users``) over the union of ``splits``."""
-    users = np.asarray(users, dtype=np.int64)
-    all_indptr, all_items = excluded_items_csr(dataset.n_users, dataset.n_items,
-                                               [dataset.splits[s] for s in splits])
-    lo = all_indptr[users]
-    counts = all_indptr[users + 1] - lo
-    indptr = np.zeros(len(users) + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    pos = np.arange(indptr[-1]) - np.repeat(indptr[:-1], counts) + np.repeat(lo, counts)
-    return indptr, all_items[pos]
+@dataclass(frozen=True)
+class EvalConfig:
+    """What is measured; field names are the config's key names (``topk``, ``metrics``, ...)."""
+
+    topk: tuple[int, ...]
+    metrics: tuple[str, ...]
+    valid_metric: str
+    eval_batch_size: int
+    paper_ndcg: bool = False  # not a ranking choice: also report ndcg_paper@K (off by default)
+
+    def __post_init__(self) -> None:
+        if not self.topk or min(self.topk) < 1:
+            raise ValueError(f"topk must be positive integers, got {list(self.topk)}")
+        normalize_metric_names(self.metrics)
+        if self.eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be positive, got {self.eval_batch_size}")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "EvalConfig":
+        return cls(topk=tuple(sorted({int(k) for k in config["topk"]})), metrics=tuple(config["metrics"]),
+                   valid_metric=str(config["valid_metric"]), eval_batch_size=int(config["eval_batch_size"]),
+                   paper_ndcg=bool(config["paper_ndcg"]))
+
+    @property
+    def max_k(self) -> int:
+        return self.topk[-1]
+
+
+@dataclass
+class Evaluation:
+    """Metrics of one split and the ranked lists they were computed from."""
+
+    metrics: dict
+    recommendations: Recommendations
+
+    @property
+    def score(self) -> float:
+        return float(self.metrics["score"])
+
+
+def is_scorer(model) -> bool:
+    """A model that scores all items (the baseline interface) rather than decoding paths."""
+    return callable(getattr(model, "score_items", None))
+
+
+def evaluate(model, dataset, split: str, settings: EvalConfig, *, vocab: Vocabulary | None = None,
+             generation: PathGenerationConfig | None = None, users: np.ndarray | None = None,
+             show_progress: bool = False) -> Evaluation:
+    """Rank items for every user with interactions in ``split`` and compute all metrics.
+
+    ``vocab`` and ``generation`` are needed for path decoders only. Returns the metrics (``recall@10``
+    ..., path quality for decoders, ``n_users``, ``seconds``, ``users_per_second`` and ``score``, the
+    ``valid_metric`` value) and the ranked lists (``max(topk)`` items per user, with paths for
+    decoders). Valid and test are ranked with the same settings; an export that wants more items
+    per user decodes separately (see :func:`kgglm.decode.recommend.recommend`).
+    """
+    users = dataset.eval_users(split) if users is None else np.asarray(users, dtype=np.int64)
+    t0 = time.perf_counter()
+    # [distributed] under torchrun each rank ranks a contiguous share of whole eval batches (so each
+    # user is decoded in the same batch as in one process) and the lists are gathered in rank order:
+    # the metrics below are computed once, on every user, exactly as in a single process
+    start, stop = distributed.shard_batches(len(users), settings.eval_batch_size)
+    mine = users[start:stop]
+    if is_scorer(model):
+        recs = rank_scorer(model, dataset, mine, split, settings.max_k, settings.eval_batch_size)
+    else:
+        if vocab is None or generation is None:
+            raise ValueError("evaluate: a path decoder needs vocab and generation settings")
+        recs = recommend(model, dataset, mine, vocab=vocab, generation=generation, n_return=settings.max_k,
+                         split=split, batch_size=settings.eval_batch_size,
+                         show_progress=show_progress and distributed.is_main())
+    recs = distributed.gather_recommendations(recs)  # [distributed] end
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    metrics: dict = evaluate_topk(recs.items[:, :settings.max_k], users, dataset, split, settings.topk,
+                                  settings.metrics)
+    metrics.update(beyond_accuracy(recs, dataset, settings))
+    if recs.paths.size:
+        metrics.update(path_quality(recs, dataset, vocab))
+        metrics.update(explanation_quality(recs, dataset, vocab, settings.max_k))
+    metrics.update(n_users=int(len(users)), seconds=round(seconds, 3),
+                   users_per_second=round(len(users) / seconds, 1) if seconds > 0 else float("inf"))
+    metrics["score"] = metric_value(metrics, settings.valid_metric)
+    logger.info("%s %s: %s", getattr(model, "name", type(model).__name__), split,
+             {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    return Evaluation(metrics, recs)
+
+
+def beyond_accuracy(recs: Recommendations, dataset, settings: EvalConfig) -> dict[str, float]:
+    """``coverage@K``, ``novelty@K``, ``serendipity@K`` (vs Pop's top-K for the same users) and, when
+    asked, the paper code's ``ndcg_paper@K`` (see :mod:`kgglm.evaluate.beyond_accuracy`)."""
+    k = settings.max_k
+    top = recs.items[:, :k]
+    counts = train_item_counts(dataset)
+    pop = rank_scores(np.broadcast_to(counts, (len(recs.users), dataset.n_items)),
+                      csr_rows(dataset.seen_items(recs.split), recs.users), k)
+    out = {f"coverage@{k}": coverage(top, dataset.n_items), f"novelty@{k}": novelty(top, counts),
+           f"serendipity@{k}": serendipity(top, pop)}
+    if settings.paper_ndcg:
+        hits = hit_matrix(top, *csr_rows(dataset.split_items(recs.split), recs.users))
+        out.update({f"ndcg_paper@{kk}": ndcg_paper(hits, kk) for kk in settings.topk})
+    return out
+
+
+def explanation_quality(recs: Recommendations, dataset, vocab: Vocabulary, k: int) -> dict[str, float]:
+    """The explanation-path metrics of :mod:`kgglm.evaluate.explanation` over the top-``k`` lists, with
+    the relation distribution flattened into ``share:<relation>`` entries (relations that occur)."""
+    if "explanation_tables" not in dataset._cache:
+        dataset._cache["explanation_tables"] = ExplanationTables.from_dataset(dataset)
+    cut = Recommendations(recs.users, recs.items[:, :k], recs.scores[:, :k], recs.paths[:, :k], recs.split)
+    users, items, nodes, rels = explanation_arrays(cut, vocab)
+    out = explanation_metrics(dataset, users, items, nodes, rels, k=k, tables=dataset._cache["explanation_tables"])
+    shares = out.pop("relation_share")
+    out.update({f"share:{name}": float(v) for name, v in sorted(shares.items(), key=lambda kv: -kv[1])})
+    return out
+
+
+def train_item_counts(dataset) -> np.ndarray:
+    """Training interactions per item (Pop's scores), cached on the dataset."""
+    if "train_item_counts" not in dataset._cache:
+        dataset._cache["train_item_counts"] = np.bincount(dataset.splits["train"].items,
+                                                          minlength=dataset.n_items).astype(np.float64)
+    return dataset._cache["train_item_counts"]
+
+
+def rank_scorer(model, dataset, users: np.ndarray, split: str, k: int, batch_size: int) -> Recommendations:
+    """Top-``k`` unseen items of ``users`` by ``model.score_items``, in user batches (memory is
+    ``batch_size x n_items``, whatever the number of users)."""
+    seen = dataset.seen_items(split)
+    items, scores = [], []
+    for start in range(0, len(users), batch_size):
+        batch = users[start:start + batch_size]
+        s = np.asarray(model.score_items(batch), dtype=np.float64)
+        top = rank_scores(s, csr_rows(seen, batch), k)
+        items.append(top)
+        scores.append(np.where(top >= 0, np.take_along_axis(s, np.maximum(top, 0), axis=1), -np.inf))
+    k = min(k, dataset.n_items)
+    return Recommendations(users=users.copy(),
+                           items=np.concatenate(items) if items else np.zeros((0, k), np.int64),
+                           scores=(np.concatenate(scores) if scores else np.zeros((0, k))).astype(np.float32),
+                           paths=np.zeros((len(users), 0, 0), np.int64), split=split)
 
 
 def rank_scores(scores: np.ndarray, excluded: tuple[np.ndarray, np.ndarray], k: int) -> np.ndarray:
-    """Top-``k`` item indices per row of ``scores [n, n_items]`` after removing excluded items.
+    """Top-``k`` item indices per row of ``scores [n, n_items]`` after removing excluded items
+    (``excluded``: CSR with one segment per row).
 
     Items with score ``-inf`` (excluded or unreachable) are never ranked: they become ``-1``.
     """
@@ -55,30 +198,15 @@ def rank_scores(scores: np.ndarray, excluded: tuple[np.ndarray, np.ndarray], k: 
 def evaluate_topk(topk_items: np.ndarray, users: np.ndarray, dataset, split: str,
                   topk: Iterable[int] = (10,), metrics: Iterable[str] | None = None) -> dict[str, float]:
     """Metrics of ranked lists ``topk_items [n, K]`` for ``users`` against ``split``'s items."""
-    rel = split_csr(dataset, [split], users)
+    rel = csr_rows(dataset.split_items(split), users)
     return topk_metrics(topk_items, rel[0], rel[1], topk, metrics)
 
 
-class PopBaseline:
-    """Most-popular baseline: items ranked by their number of training interactions."""
+def split_csr(dataset, splits: Iterable[str], users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """TEMPORARY alias (removed at integration) for ``csr_rows(dataset.seen_items/split_items)``."""
+    from kgglm.data.dataset import items_csr
 
-    def __init__(self, dataset) -> None:
-        self.dataset = dataset
-        self.counts = np.bincount(dataset.splits["train"].items, minlength=dataset.n_items).astype(np.float64)
-
-    def scores(self, users: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.counts, (len(users), self.dataset.n_items))
-
-    def recommend(self, users: np.ndarray, *, split: str = "test", topk: int = 10) -> np.ndarray:
-        excluded = split_csr(self.dataset, default_excluded_splits(split), users)
-        return rank_scores(self.scores(users), excluded, topk)
-
-    def evaluate(self, *, split: str = "test", topk: Iterable[int] = (10,),
-                 metrics: Iterable[str] | None = None) -> dict[str, float]:
-        users = users_with_items(self.dataset, split)
-        ks = sorted({int(k) for k in topk})
-        ranked = self.recommend(users, split=split, topk=ks[-1])
-        return evaluate_topk(ranked, users, self.dataset, split, ks, metrics)
+    return csr_rows(items_csr(dataset.n_users, dataset.n_items, [dataset.splits[s] for s in splits]), users)
 
 
 def path_quality(recs: Recommendations, dataset, vocab: Vocabulary) -> dict[str, float]:
@@ -101,49 +229,10 @@ def path_quality(recs: Recommendations, dataset, vocab: Vocabulary) -> dict[str,
     complete = ~(paths == PAD).any(axis=1) & (paths[:, -1] == vocab.node_offset + graph.n_users + items)
     ok = complete & (nodes[:, 0] == recs.users[rows]) & (rels[:, 0] == 0)
     ok &= graph.has_edge(nodes[:, :-1], rels, nodes[:, 1:]).all(axis=1)
-    excluded = split_csr(dataset, default_excluded_splits(recs.split), recs.users)
-    seen = hit_matrix(recs.items, *excluded)[rows, ranks]
+    seen = hit_matrix(recs.items, *csr_rows(dataset.seen_items(recs.split), recs.users))[rows, ranks]
     ok &= ~seen
     patterns = np.unique(rels[complete], axis=0).shape[0] if complete.any() else 0
     k = recs.items.shape[1]
     return {"path_coverage": float(complete.mean()), "valid_paths": float(ok.mean()),
             "relation_patterns": int(patterns), "n_recommended": int(n_rec),
             "users_short": int(((recs.items >= 0).sum(axis=1) < k).sum())}
-
-
-def evaluate_model(model, dataset, vocab: Vocabulary | None = None, *, split: str = "valid",
-                   topk: Iterable[int] = (10,), metrics: Iterable[str] | None = None,
-                   path_generation_args: dict | None = None, batch_size: int = 32, device=None,
-                   hop_length: int = 3, valid_metric: str | None = "NDCG@10", users=None,
-                   with_pop: bool = False, show_progress: bool = False) -> dict:
-    """Generate top-k paths for every user with items in ``split`` and compute all metrics.
-
-    Returns a flat dict: ``recall@10`` ... , the path-quality entries, ``n_users``, ``seconds``,
-    ``users_per_second``, ``score`` (the ``valid_metric`` value, for early stopping) and, with
-    ``with_pop``, the same metrics for the popularity baseline under ``pop_<name>``.
-    """
-    ks = sorted({int(k) for k in (topk if isinstance(topk, Iterable) else [topk])})
-    gen = dict(path_generation_args or {})
-    num_beams = int(gen.pop("num_beams", 20))
-    paths_per_user = gen.pop("paths_per_user", None)
-    users = users_with_items(dataset, split) if users is None else np.asarray(users, dtype=np.int64)
-    vocab = vocab or Vocabulary.from_graph(dataset.graph, dataset.name)
-    t0 = time.perf_counter()
-    recs = recommend(model, dataset, users, vocab=vocab, split=split, topk=ks[-1], num_beams=num_beams,
-                     paths_per_user=None, hop_length=hop_length, batch_size=batch_size, device=device,
-                     show_progress=show_progress, **gen)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    if paths_per_user:
-        log.debug("evaluate_model: paths_per_user=%s does not change the ranked top-k", paths_per_user)
-    result: dict = evaluate_topk(recs.items[:, :ks[-1]], users, dataset, split, ks, metrics)
-    result.update(path_quality(recs, dataset, vocab))
-    result.update(n_users=int(len(users)), seconds=seconds,
-                  users_per_second=float(len(users) / seconds) if seconds > 0 else float("inf"))
-    if valid_metric:
-        result["score"] = metric_value(result, valid_metric)
-    if with_pop:
-        pop = PopBaseline(dataset).evaluate(split=split, topk=ks, metrics=metrics)
-        result.update({f"pop_{k}": v for k, v in pop.items()})
-    return result

@@ -13,7 +13,9 @@ keeps/duplicates rows with :meth:`KVCache.reorder`.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -22,17 +24,18 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100  # labels with this value do not contribute to the loss (padding)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
-    """Model hyper-parameters (key names as in hopwise/RecBole configs)."""
+    """Model hyper-parameters; the config-key fields have their defaults in ``configs/overall.yaml``
+    only (build it with :meth:`from_config`); the rest are fixed architecture constants."""
 
     vocab_size: int
     n_positions: int  # context length: path tokens + [BOS] + [EOS]
-    embedding_size: int = 768
-    num_heads: int = 12
-    num_layers: int = 6
-    dropout: float = 0.1
-    use_kg_token_types: bool = True
+    embedding_size: int
+    num_heads: int
+    num_layers: int
+    dropout: float
+    use_kg_token_types: bool
     n_token_types: int = 3
     layer_norm_epsilon: float = 1e-5
     initializer_range: float = 0.02
@@ -46,6 +49,14 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], *, vocab_size: int, n_positions: int) -> "ModelConfig":
+        """The model of a resolved run config, for a vocabulary and context length."""
+        return cls(vocab_size=int(vocab_size), n_positions=int(n_positions),
+                   embedding_size=int(config["embedding_size"]), num_heads=int(config["num_heads"]),
+                   num_layers=int(config["num_layers"]), dropout=float(config["dropout"]),
+                   use_kg_token_types=bool(config["use_kg_token_types"]))
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
@@ -205,6 +216,12 @@ class KGGLM(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def output_embeddings(self) -> torch.Tensor:
+        """The output projection ``[V, C]`` (tied to the token embedding): logits = h @ W.T.
+
+        Decoding uses it with :meth:`hidden_states` to score only the graph-legal tokens."""
+        return self.wte.weight
 
     def new_cache(self, batch: int, capacity: int | None = None,
                   dtype: torch.dtype | None = None) -> KVCache:

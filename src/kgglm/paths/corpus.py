@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,66 @@ from kgglm.paths.sampling import PathBatch, sample_pretrain_paths, sample_user_p
 from kgglm.paths.vocab import Vocabulary
 
 STAGES = ("pretrain", "finetune")
+
+
+@dataclass(frozen=True)
+class PathSampleConfig:
+    """How the training corpora are sampled; field names are the config's key names (the
+    ``path_sample_args`` sub-keys, ``path_hop_length``, ``MAX_PATHS_PER_USER``, ``seed``).
+
+    Built once with :meth:`from_config`; :meth:`sampler_args` gives one stage's sampler arguments.
+    """
+
+    seed: int
+    path_hop_length: int
+    MAX_PATHS_PER_USER: int
+    pretrain_paths: int
+    pretrain_hop_length: tuple[int, int]
+    pretrain_max_paths: int | None
+    pretrain_include_users: bool
+    collaborative_path: bool
+
+    def __post_init__(self) -> None:
+        lo, hi = self.pretrain_hop_length
+        if not 1 <= lo <= hi:
+            raise ValueError(f"path_sample_args.pretrain_hop_length must be [min, max] with 1 <= min <= max, "
+                             f"got {list(self.pretrain_hop_length)}")
+        if self.pretrain_paths < 1:
+            raise ValueError(f"path_sample_args.pretrain_paths must be >= 1, got {self.pretrain_paths}")
+        if self.pretrain_max_paths is not None and self.pretrain_max_paths < 1:
+            raise ValueError(f"path_sample_args.pretrain_max_paths must be null or >= 1, got {self.pretrain_max_paths}")
+        if self.MAX_PATHS_PER_USER < 1:
+            raise ValueError(f"MAX_PATHS_PER_USER must be >= 1, got {self.MAX_PATHS_PER_USER}")
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> "PathSampleConfig":
+        psa = dict(config["path_sample_args"])
+        hop = psa["pretrain_hop_length"]
+        if isinstance(hop, str):  # "(3,3)" or "3,5" as written in YAML or on a command line
+            hop = [int(x) for x in hop.strip("()[] ").split(",")]
+        hop = [int(hop)] * 2 if np.isscalar(hop) else [int(x) for x in hop]
+        cap = psa["pretrain_max_paths"]
+        return cls(seed=int(config["seed"]), path_hop_length=int(config["path_hop_length"]),
+                   MAX_PATHS_PER_USER=int(config["MAX_PATHS_PER_USER"]), pretrain_paths=int(psa["pretrain_paths"]),
+                   pretrain_hop_length=(hop[0], hop[-1]), pretrain_max_paths=None if cap is None else int(cap),
+                   pretrain_include_users=bool(psa["pretrain_include_users"]),
+                   collaborative_path=bool(psa["collaborative_path"]))
+
+    def sampler_args(self, stage: str) -> dict:
+        """Keyword arguments of the stage's sampler (:func:`sample_pretrain_paths` or
+        :func:`sample_user_paths`)."""
+        if stage == "pretrain":
+            return dict(paths_per_node=self.pretrain_paths, hop_range=self.pretrain_hop_length,
+                        include_users=self.pretrain_include_users, seed=self.seed)
+        if stage == "finetune":
+            return dict(max_paths_per_user=self.MAX_PATHS_PER_USER, hop_length=self.path_hop_length,
+                        collaborative=self.collaborative_path, seed=self.seed)
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+
+    @property
+    def context_length(self) -> int:
+        """Tokens of the longest path either stage uses: [BOS] + 2H+1 + [EOS]."""
+        return 2 * max(self.path_hop_length, self.pretrain_hop_length[1]) + 3
 
 
 def sample_stage_paths(dataset, *, stage: str, **path_args) -> PathBatch:
@@ -39,35 +100,15 @@ def build_corpus(dataset, vocab: Vocabulary, *, stage: str, **path_args) -> np.n
     return sample_stage_paths(dataset, stage=stage, **path_args).tokens(vocab)
 
 
-def corpus_args_from_config(config: Mapping, stage: str) -> dict:
-    """Sampler arguments from hopwise/RecBole-style config keys.
-
-    Reads ``path_sample_args`` (``pretrain_paths``, ``pretrain_hop_length``, ``collaborative_path``),
-    ``path_hop_length``, ``MAX_PATHS_PER_USER`` and ``seed``; missing keys keep sampler defaults.
-    """
-    psa = dict(config.get("path_sample_args") or {})
-    args: dict = {}
-    if "seed" in config:
-        args["seed"] = int(config["seed"])
-    if stage == "pretrain":
-        if "pretrain_paths" in psa:
-            args["paths_per_node"] = int(psa["pretrain_paths"])
-        if "pretrain_hop_length" in psa:
-            hop = psa["pretrain_hop_length"]
-            if isinstance(hop, str):  # "(3,3)" or "3,5" as written in YAML or on a command line
-                hop = [int(x) for x in hop.strip("()[] ").split(",")]
-            hop = [int(hop)] * 2 if np.isscalar(hop) else [int(x) for x in hop]
-            args["hop_range"] = (hop[0], hop[-1])
-    elif stage == "finetune":
-        if "MAX_PATHS_PER_USER" in config:
-            args["max_paths_per_user"] = int(config["MAX_PATHS_PER_USER"])
-        if "path_hop_length" in config:
-            args["hop_length"] = int(config["path_hop_length"])
-        if "collaborative_path" in psa:
-            args["collaborative"] = bool(psa["collaborative_path"])
-    else:
-        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-    return args
+def stage_corpus(dataset, vocab: Vocabulary, sampling: PathSampleConfig, stage: str) -> np.ndarray:
+    """The token corpus of a training stage as the run config asks for it (pre-training walks are
+    capped to a seeded random subset of ``pretrain_max_paths``)."""
+    tokens = build_corpus(dataset, vocab, stage=stage, **sampling.sampler_args(stage))
+    cap = sampling.pretrain_max_paths
+    if stage == "pretrain" and cap is not None and tokens.shape[0] > cap:
+        keep = np.random.default_rng(sampling.seed).choice(tokens.shape[0], cap, replace=False)
+        tokens = tokens[np.sort(keep)]
+    return tokens
 
 
 def path_lines(batch: PathBatch, dataset) -> list[str]:

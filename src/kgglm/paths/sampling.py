@@ -34,7 +34,7 @@ import numpy as np
 
 from kgglm.data.graph import UI_RELATION, CollaborativeGraph
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _BACKSTEP_ROUNDS = 3  # redraws before the exact (slower) fallback for walks that went back
 _CHUNK_WALKS = 1 << 21  # fine-tuning walks generated per vectorised batch (bounds peak memory)
@@ -202,7 +202,7 @@ def sample_pretrain_paths(
     paths_per_node: int = 1,
     hop_range: tuple[int, int] = (3, 3),
     include_users: bool = False,
-    seed: int = 2024,
+    seed: int,
     ui_share: float | None = 0.5,
 ) -> PathBatch:
     """Random walks over the KG, ``paths_per_node`` from every KG node (items and entities).
@@ -229,7 +229,7 @@ def sample_pretrain_paths(
     keep = rels[:, 0] >= 0  # at least one hop
     nodes, rels = nodes[keep], rels[keep]
     first = _first_unique(nodes, rels, graph.n_nodes, graph.n_relations)
-    log.info("pretrain paths: %d walks from %d starts, %d distinct", keep.sum(), starts.size, first.size)
+    logger.info("pretrain paths: %d walks from %d starts, %d distinct", keep.sum(), starts.size, first.size)
     return PathBatch(nodes[first], rels[first])
 
 
@@ -241,7 +241,7 @@ def sample_user_paths(
     max_paths_per_user: int = 250,
     hop_length: int = 3,
     collaborative: bool = True,
-    seed: int = 2024,
+    seed: int,
     ui_share: float | None = 0.5,
     max_rounds: int = 12,
 ) -> PathBatch:
@@ -305,9 +305,9 @@ def sample_user_paths(
         saturated = (have[users] > 0) & (valid >= _SATURATION * have[users])
         saturated |= (gained == 0) & (n_walks >= min_tries)
         active[users] = (have[users] < cap) & ~saturated
-        log.debug("user paths round %d: %d walks, %d paths, %d users active",
+        logger.debug("user paths round %d: %d walks, %d paths, %d users active",
                   rnd, starts.size, kept_nodes.shape[0], active.sum())
-    log.info("user paths: %d paths for %d users (%d full)", kept_nodes.shape[0], (have > 0).sum(),
+    logger.info("user paths: %d paths for %d users (%d full)", kept_nodes.shape[0], (have > 0).sum(),
              (have >= cap).sum())
     return PathBatch(kept_nodes, kept_rels)
 

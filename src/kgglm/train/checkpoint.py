@@ -7,11 +7,13 @@ A checkpoint is a directory holding
     model.safetensors    the weights (the output layer is tied to the token embedding and is not
                          a separate tensor, so every tensor is stored once)
     vocab.json           the Vocabulary (see kgglm.paths.vocab)
-    training_state.pt    optional, for resuming: optimizer state, step, RNG states; only tensors and
-                         plain Python values, read with ``torch.load(weights_only=True)``
+    training_state.json  optional, for resuming: the trainer's state (step, history, optimizer
+    training_state.safetensors   settings ...) as JSON, its tensors (optimizer moments, RNG
+                         states) in safetensors, referenced by name; nothing is ever unpickled
 
 It is written into a temporary sibling directory and renamed into place, so an interrupted save
-never leaves a half-written checkpoint under the final name.
+never leaves a half-written checkpoint under the final name. ``config.json`` is written last and
+stamps ``meta.completed``: the time the checkpoint became complete, which orders checkpoints.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import safetensors
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -34,7 +38,12 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-STATE_FILE = "training_state.pt"
+STATE_FILE = "training_state.json"
+STATE_TENSORS_FILE = "training_state.safetensors"
+LEGACY_STATE_FILE = "training_state.pt"  # pickled by earlier kgglm versions; never loaded
+_TENSOR = "__tensor__"  # {"__tensor__": name}: a tensor stored in STATE_TENSORS_FILE
+_INT_KEYS = "__int_keys__"  # {"__int_keys__": [[k, v], ...]}: a dict with int keys (optimizer state)
+_TUPLE = "__tuple__"  # {"__tuple__": [...]}: a tuple (AdamW's betas), so that state round-trips unchanged
 FORMAT = "kgglm-checkpoint"
 VERSION = 1
 
@@ -53,32 +62,76 @@ def save_checkpoint(directory: str | os.PathLike, model: KGGLM, vocab: Vocabular
         raise CheckpointError(f"model vocab_size {model.config.vocab_size} != vocabulary size {vocab.size}")
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
-        info = {
-            "format": FORMAT,
-            "version": VERSION,
-            "model": model.config.to_dict(),
-            "training": dict(train_config or {}),
-            "meta": {
-                "dataset": vocab.dataset,
-                "n_users": vocab.n_users, "n_items": vocab.n_items,
-                "n_entities": vocab.n_entities, "n_relations": vocab.n_relations,
-                "vocab_size": vocab.size,
-                "created": time.time(),
-                "created_iso": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                **(meta or {}),
-            },
+        full_meta = {
+            "dataset": vocab.dataset,
+            "n_users": vocab.n_users, "n_items": vocab.n_items,
+            "n_entities": vocab.n_entities, "n_relations": vocab.n_relations,
+            "vocab_size": vocab.size,
+            "created": time.time(),
+            "created_iso": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **(meta or {}),
         }
-        (tmp / CONFIG_FILE).write_text(json.dumps(info, indent=2, default=_json_default))
         tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
         vocab.save(tmp)
         if training_state is not None:
-            torch.save(training_state, tmp / STATE_FILE)
+            _write_state(tmp, training_state)
+        # config.json last: its "completed" time is when every other file was in place
+        info = {"format": FORMAT, "version": VERSION, "model": model.config.to_dict(),
+                "training": dict(train_config or {}), "meta": {**full_meta, "completed": time.time()}}
+        (tmp / CONFIG_FILE).write_text(json.dumps(info, indent=2, default=_json_default))
         _replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _write_state(directory: Path, state: dict) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    encoded = _encode_state(state, tensors, "training_state")
+    save_file(tensors, str(directory / STATE_TENSORS_FILE), metadata={"format": FORMAT})
+    (directory / STATE_FILE).write_text(json.dumps(encoded))
+
+
+def _encode_state(value: Any, tensors: dict[str, torch.Tensor], where: str) -> Any:
+    """A JSON-able copy of ``value``; its tensors move to ``tensors`` and are referenced by name.
+
+    Only tensors and plain values are accepted, so that loading needs no unpickler; floats are
+    written with ``repr`` precision, so a resumed run continues bit for bit.
+    """
+    if torch.is_tensor(value):
+        name = f"t{len(tensors)}"
+        # a copy: safetensors refuses tensors that share storage, and the caller keeps training
+        tensors[name] = value.detach().to("cpu", copy=True).contiguous()
+        return {_TENSOR: name}
+    if isinstance(value, dict):
+        items = [(k, _encode_state(v, tensors, f"{where}.{k}")) for k, v in value.items()]
+        if all(isinstance(k, str) for k in value):
+            return dict(items)
+        if all(isinstance(k, int) and not isinstance(k, bool) for k in value):  # optimizer state: param index
+            return {_INT_KEYS: [list(kv) for kv in items]}
+        raise TypeError(f"{where}: dict keys must all be str or all int")
+    if isinstance(value, (list, tuple)):
+        items = [_encode_state(v, tensors, f"{where}[{i}]") for i, v in enumerate(value)]
+        return {_TUPLE: items} if isinstance(value, tuple) else items
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"{where}: cannot store a {type(value).__name__} (tensors and plain values only)")
+
+
+def _decode_state(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {_TENSOR}:
+            return tensors[value[_TENSOR]]
+        if set(value) == {_INT_KEYS}:
+            return {int(k): _decode_state(v, tensors) for k, v in value[_INT_KEYS]}
+        if set(value) == {_TUPLE}:
+            return tuple(_decode_state(v, tensors) for v in value[_TUPLE])
+        return {k: _decode_state(v, tensors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode_state(v, tensors) for v in value]
+    return value
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -124,44 +177,71 @@ def read_info(path: str | os.PathLike) -> dict:
     return info
 
 
-def resolve_checkpoint(path: str | os.PathLike, *, require_state: bool = False) -> Path:
-    """A checkpoint directory itself, or the newest checkpoint directly inside ``path``.
+def is_resumable(path: str | os.PathLike) -> bool:
+    """A checkpoint with a training state (the trainer's ``step-N`` checkpoints)."""
+    p = Path(path)
+    return is_checkpoint(p) and (p / STATE_FILE).is_file() and (p / STATE_TENSORS_FILE).is_file()
 
-    Newest = latest ``meta.created`` (ties broken by ``meta.step``). With ``require_state`` only
-    checkpoints that can be resumed (with a training state) are considered.
+
+def newest_checkpoint(directory: str | os.PathLike, *, require_state: bool = False) -> Path | None:
+    """The newest checkpoint directly inside ``directory``, or None when it holds none.
+
+    Newest = the most recently *completed* training checkpoint (latest ``meta.completed``, ties
+    broken by ``meta.step``): when several runs share a folder (``KGGLM-pretrain/``) that is the
+    last run's, whatever its step count. Weights-only checkpoints (``best/``, a copy of an earlier
+    state kept for evaluation) are chosen only when there is no resumable one.
     """
+    candidates = []
+    for child in sorted(Path(directory).iterdir()) if Path(directory).is_dir() else []:
+        if child.name.startswith(".") or not is_checkpoint(child):
+            continue
+        resumable = is_resumable(child)
+        if require_state and not resumable:
+            continue
+        meta = read_info(child)["meta"]
+        completed = float(meta.get("completed", meta.get("created", 0.0)))
+        candidates.append(((resumable, completed, int(meta.get("step", 0))), child))
+    return max(candidates, key=lambda c: c[0])[1] if candidates else None
+
+
+def resolve_checkpoint(path: str | os.PathLike, *, require_state: bool = False) -> Path:
+    """A checkpoint directory itself, or the newest checkpoint directly inside ``path``
+    (see :func:`newest_checkpoint`). With ``require_state`` only resumable checkpoints count."""
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"checkpoint path {p} does not exist")
-    if is_checkpoint(p) and (not require_state or (p / STATE_FILE).is_file()):
+    itself = is_resumable(p) if require_state else is_checkpoint(p)
+    if itself:
         return p
-    candidates = []
-    for child in p.iterdir() if p.is_dir() else []:
-        if child.name.startswith(".") or not is_checkpoint(child):
-            continue
-        if require_state and not (child / STATE_FILE).is_file():
-            continue
-        meta = read_info(child)["meta"]
-        candidates.append((float(meta.get("created", 0.0)), int(meta.get("step", 0)), child))
-    if not candidates:
-        what = "resumable checkpoint (with training_state.pt)" if require_state else "checkpoint"
+    found = newest_checkpoint(p, require_state=require_state)
+    if found is None:
+        what = f"resumable checkpoint (with {STATE_FILE})" if require_state else "checkpoint"
         raise CheckpointError(f"no {what} found at {p} (expected {CONFIG_FILE} and {WEIGHTS_FILE} "
                               f"in it or in one of its sub-directories)")
-    return max(candidates, key=lambda c: (c[0], c[1]))[2]
+    return found
+
+
+def read_weights(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of ``model.safetensors`` in checkpoint ``path``."""
+    return load_file(str(Path(path) / WEIGHTS_FILE), device=str(device))
+
+
+def apply_weights(model: KGGLM, state: dict[str, torch.Tensor], where: str | os.PathLike) -> None:
+    """Copy ``state`` into ``model`` (strict), naming ``where`` when a tensor does not fit."""
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(f"{where}: tensors do not match the model (missing {missing}, unexpected {unexpected})")
+    for k, v in state.items():
+        if v.shape != own[k].shape:
+            raise CheckpointError(f"{where}: tensor {k!r} has shape {tuple(v.shape)}, "
+                                  f"model expects {tuple(own[k].shape)}")
+    model.load_state_dict({k: v.to(own[k].device, own[k].dtype) for k, v in state.items()})
 
 
 def load_weights(model: KGGLM, path: str | os.PathLike) -> None:
     """Load ``model.safetensors`` from checkpoint ``path`` into ``model`` (strict)."""
-    file = Path(path) / WEIGHTS_FILE
-    state = load_file(str(file), device=str(model.wte.weight.device))
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(f"{file}: tensors do not match the model (missing {missing}, unexpected {unexpected})")
-    for k, v in state.items():
-        if v.shape != own[k].shape:
-            raise CheckpointError(f"{file}: tensor {k!r} has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)}")
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    apply_weights(model, read_weights(path, model.wte.weight.device), Path(path) / WEIGHTS_FILE)
 
 
 def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu"
@@ -191,11 +271,26 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
 
 
 def load_training_state(path: str | os.PathLike) -> dict:
-    """The resumable training state of a checkpoint (safe load: tensors and plain values only)."""
-    file = Path(path) / STATE_FILE
+    """The resumable training state of a checkpoint (JSON + safetensors: no unpickling)."""
+    p = Path(path)
+    file = p / STATE_FILE
     if not file.is_file():
+        if (p / LEGACY_STATE_FILE).is_file():
+            raise CheckpointError(f"{p / LEGACY_STATE_FILE}: a pickled training state from an older kgglm; it is "
+                                  f"not loaded (unpickling can run code), so this checkpoint cannot be resumed")
         raise CheckpointError(f"{file}: not found; this checkpoint cannot be resumed")
-    return torch.load(file, map_location="cpu", weights_only=True)
+    try:
+        encoded = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{file}, line {e.lineno}: invalid JSON ({e.msg})") from None
+    try:
+        tensors = load_file(str(p / STATE_TENSORS_FILE), device="cpu")
+    except (OSError, safetensors.SafetensorError) as e:
+        raise CheckpointError(f"{p / STATE_TENSORS_FILE}: cannot read ({e})") from None
+    try:
+        return _decode_state(encoded, tensors)
+    except KeyError as e:
+        raise CheckpointError(f"{file}: refers to tensor {e.args[0]!r}, missing from {STATE_TENSORS_FILE}") from None
 
 
 def load_pretrained_for_finetune(path: str | os.PathLike, vocab: Vocabulary, model_config: ModelConfig,

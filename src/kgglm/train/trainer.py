@@ -5,8 +5,20 @@ AdamW with decoupled weight decay (not on biases / LayerNorm), linear warmup the
 of epoch ``e`` is a permutation seeded by ``seed + e``, so a resumed run skips exactly the batches
 it already consumed and then sees the same batches as an uninterrupted run.
 
+The whole state of a run is :meth:`Trainer.state_dict` (nanoGPT's checkpoint dict): it is what a
+step checkpoint holds and what :meth:`Trainer.load_state_dict` restores on ``resume``.
 Checkpoints go to ``checkpoint_dir/step-XXXXXXX`` every ``save_step`` steps and at the end (the
-newest ``keep_checkpoints`` are kept) and, when evaluating, the best one to ``checkpoint_dir/best``.
+run's newest ``keep_checkpoints`` are kept) and, when evaluating, the best one to ``checkpoint_dir/best``.
+
+Data parallel (``torchrun``, see :mod:`kgglm.distributed`): the model is wrapped in
+DistributedDataParallel; every rank holds the same corpus (sampled from the shared seed) and the
+same global batches (the seeded permutation above), and trains on its contiguous share of each
+batch, so every path is seen once per epoch across ranks and ``train_batch_size`` is the *global*
+batch whatever the number of processes (per-rank rows = train_batch_size / N). Each share's loss
+is weighted by its share of the batch's rows, so DDP's gradient average equals the gradient of the
+batch mean. ``micro_batch_size`` > 0 splits a rank's share further and accumulates gradients
+(synchronising only on the last micro-batch), for batches that do not fit in memory. Rank 0 alone
+writes checkpoints; the run id, the checkpoint to resume and the evaluation results come from it.
 """
 
 from __future__ import annotations
@@ -17,70 +29,28 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
+from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from kgglm import distributed
 from kgglm.model.gpt import IGNORE_INDEX, KGGLM, next_token_labels
 from kgglm.paths.vocab import PAD, Vocabulary
 from kgglm.train import checkpoint as ckpt
+from kgglm.train.state import TrainConfig, TrainProgress, TrainResult, new_run_id, resolve_device
 
 logger = logging.getLogger(__name__)
 
 EvaluateFn = Callable[[KGGLM], "tuple[float, dict]"]
 
-
-@dataclass
-class TrainConfig:
-    """Training hyper-parameters (hopwise/RecBole key names where they exist)."""
-
-    learning_rate: float = 2e-4
-    weight_decay: float = 0.01
-    warmup_steps: int = 250
-    max_grad_norm: float = 1.0
-    train_batch_size: int = 256
-    eval_batch_size: int = 256
-    epochs: int = 1
-    max_steps: int | None = None  # stop after this many optimizer steps (benchmarks, smoke runs)
-    save_step: int = 50
-    keep_checkpoints: int = 2
-    log_step: int = 10  # loss is read back from the device only every log_step steps
-    seed: int = 2024
-    device: str = "auto"  # auto -> cuda if available
-    mixed_precision: str = "auto"  # auto | bf16 | fp16 | no   (auto: autocast on CUDA only)
-    show_progress: bool = True
-    stage: str = "pretrain"
-    typed_output: bool = True  # softmax over the token kind the path grammar allows (Vocabulary.output_slices)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class TrainResult:
-    step: int
-    epochs_completed: int
-    last_loss: float
-    losses: list = field(default_factory=list)  # (step, mean loss since the previous log)
-    history: list = field(default_factory=list)  # one dict per evaluation
-    best_score: float | None = None
-    best_metrics: dict | None = None
-    best_checkpoint: Path | None = None
-    last_checkpoint: Path | None = None
-    stopped_early: bool = False
-    paths_per_second: float = 0.0
-    tokens_per_second: float = 0.0
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "lr_at", "resolve_device", "train", "validation_loss"]
 
 
 def lr_at(step: int, config: TrainConfig, total_steps: int) -> float:
@@ -101,11 +71,8 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.de
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.999), eps=1e-8, **extra)
 
 
-def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     """auto: bf16 (else fp16) on CUDA, full precision on CPU; 'bf16' also enables CPU autocast."""
-    mode = config.mixed_precision
-    if mode not in ("auto", "bf16", "fp16", "no"):
-        raise ValueError(f"mixed_precision must be auto, bf16, fp16 or no, got {mode!r}")
     if mode == "no":
         return None
     if device.type != "cuda":
@@ -115,23 +82,8 @@ def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | 
     return torch.bfloat16
 
 
-def _fingerprint(tokens: torch.Tensor) -> str:
-    return hashlib.sha1(tokens.cpu().numpy().tobytes()).hexdigest()
-
-
-def _as_tokens(tokens, name: str, n_positions: int, vocab_size: int) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(tokens) if not torch.is_tensor(tokens) else tokens, dtype=torch.long)
-    if t.dim() != 2 or t.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty [paths, length] token array, got shape {tuple(t.shape)}")
-    if t.shape[1] > n_positions:
-        raise ValueError(f"{name} rows have {t.shape[1]} tokens but the model's n_positions is {n_positions}")
-    if t.min() < 0 or t.max() >= vocab_size:
-        raise ValueError(f"{name} has token ids outside [0, {vocab_size}) (built with another vocabulary?)")
-    return t
-
-
 @torch.no_grad()
-def validation_loss(model: KGGLM, tokens, batch_size: int = 256, device: torch.device | None = None,
+def validation_loss(model: KGGLM, tokens, *, batch_size: int, device: torch.device | None = None,
                     output_slices: torch.Tensor | None = None) -> float:
     """Mean next-token cross-entropy over all non-PAD targets of ``tokens`` (see ``KGGLM.loss``)."""
     device = device or model.wte.weight.device
@@ -149,180 +101,332 @@ def validation_loss(model: KGGLM, tokens, batch_size: int = 256, device: torch.d
     return float(total) / max(count, 1)
 
 
-def train(model: KGGLM, tokens, config: TrainConfig, *, checkpoint_dir: str | os.PathLike, vocab: Vocabulary,
-          extra_meta: dict | None = None, evaluate_fn: EvaluateFn | None = None, eval_step: int = 1,
-          stopping_step: int = 10, valid_tokens=None, resume: bool = False) -> TrainResult:
-    """Train ``model`` on ``tokens [P, T]`` (``[BOS] ... [EOS] [PAD]*``) and checkpoint it.
+class _LossOf(torch.nn.Module):
+    """``model.loss`` as the ``forward`` of a module: DDP synchronises gradients through hooks that
+    its ``forward`` installs, so the loss must be computed by calling the wrapped module."""
+
+    def __init__(self, model: KGGLM, slices: torch.Tensor | None) -> None:
+        super().__init__()
+        self.model, self.slices = model, slices
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.loss(x, next_token_labels(x, PAD), self.slices)
+
+
+class Trainer:
+    """Trains ``model`` on ``tokens [P, T]`` (``[BOS] ... [EOS] [PAD]*``) and checkpoints it.
 
     Every ``eval_step`` epochs the model is evaluated with ``evaluate_fn(model) -> (score, metrics)``
-    (higher is better) or, without it, by the loss on ``valid_tokens`` (lower is better); after
-    ``stopping_step`` evaluations without improvement training stops. With neither, there is no
-    evaluation (pre-training). ``resume`` continues from the newest resumable checkpoint in
-    ``checkpoint_dir`` (same corpus and batch size required).
+    (higher is better) or, without it, by the loss on ``valid_tokens`` (lower is better), and
+    training stops early as RecBole does (see :meth:`TrainProgress.record_evaluation`). With
+    neither there is no evaluation (pre-training). With ``config.resume`` it continues from the
+    newest resumable checkpoint in ``checkpoint_dir`` (same corpus and batch size required).
     """
-    device = resolve_device(config.device)
-    model.to(device)
-    checkpoint_dir = Path(checkpoint_dir)
-    data = _as_tokens(tokens, "tokens", model.config.n_positions, model.config.vocab_size).to(device)
-    n_paths, seq_len = data.shape
-    bs = config.train_batch_size
-    steps_per_epoch = math.ceil(n_paths / bs)
-    total_steps = config.epochs * steps_per_epoch
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    do_eval = evaluate_fn is not None or valid_tokens is not None
-    fingerprint = _fingerprint(data)
-    slices = None
-    if config.typed_output:
-        slices = torch.as_tensor(vocab.output_slices(seq_len, config.stage), device=device)
-        _check_slices(data, slices, config.stage)
 
-    optimizer = make_optimizer(model, config, device)
-    amp_dtype = _autocast_dtype(config, device)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
+    def __init__(self, model: KGGLM, tokens, config: TrainConfig, *, checkpoint_dir: str | os.PathLike,
+                 vocab: Vocabulary, extra_meta: dict | None = None, evaluate_fn: EvaluateFn | None = None,
+                 valid_tokens=None) -> None:
+        self.config, self.vocab, self.extra_meta = config, vocab, dict(extra_meta or {})
+        self.device = distributed.device_for_rank(resolve_device(config.device))
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.model = model.to(self.device)
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.evaluate_fn, self.valid_tokens = evaluate_fn, valid_tokens
+        data = _as_tokens(tokens, "tokens", model.config.n_positions, model.config.vocab_size)
+        self.fingerprint = hashlib.sha1(data.numpy().tobytes()).hexdigest()
+        # the corpus lives on the device (a few MB even for ml-1m): batches are then gathered there
+        # with no host-to-device copy per step; the one copy is from pinned memory, asynchronous
+        self.data = (data.pin_memory() if self.device.type == "cuda" else data).to(self.device, non_blocking=True)
+        _check_same_on_all_ranks(self.fingerprint)
+        self.steps_per_epoch = math.ceil(self.data.shape[0] / config.train_batch_size)
+        self.total_steps = min(config.epochs * self.steps_per_epoch, config.max_steps or math.inf)
+        self.slices = None
+        if config.typed_output:
+            self.slices = torch.as_tensor(vocab.output_slices(self.data.shape[1], config.stage), device=self.device)
+            _check_slices(self.data, self.slices, config.stage)
+        self.optimizer = make_optimizer(model, config, self.device)
+        self.ddp: torch.nn.parallel.DistributedDataParallel | None = None
+        self.loss_fn: torch.nn.Module = _LossOf(self.model, self.slices)
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.loss_fn, device_ids=ids)
+            self.loss_fn = self.ddp
+        if config.compile:
+            self.loss_fn = torch.compile(self.loss_fn)
+        amp = autocast_dtype(config.mixed_precision, self.device)
+        self.autocast = partial(torch.autocast, self.device.type, dtype=amp) if amp else nullcontext
+        self.scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+        self.progress = TrainProgress(run_id=distributed.broadcast_object(new_run_id()))
+        self.last_checkpoint: Path | None = None
+        self.bar: tqdm | None = None  # the progress bar of fit()
+        self._loss_sum = torch.zeros((), device=self.device)  # summed on the device: no sync per step
+        self._paths_done, self._overhead = 0, 0.0  # throughput of this call, evaluation and saving excluded
 
-    step, history, losses, stopped_early = 0, [], [], False
-    best_score, best_metrics, bad_evals = None, None, 0
-    best_path = checkpoint_dir / "best"
-    if resume and _has_resumable(checkpoint_dir):
-        state_dir = ckpt.resolve_checkpoint(checkpoint_dir, require_state=True)
-        state = ckpt.load_training_state(state_dir)
-        if state["fingerprint"] != fingerprint or state["train_batch_size"] != bs:
-            raise ckpt.CheckpointError(f"{state_dir}: cannot resume, it was trained on a different corpus or "
-                                       f"train_batch_size ({state['train_batch_size']} vs {bs})")
-        ckpt.load_weights(model, state_dir)
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"], device)
-        step, history, losses = int(state["step"]), list(state["history"]), list(state["losses"])
-        best_score, bad_evals = state["best_score"], int(state["bad_evals"])
-        best_metrics = history[state["best_index"]]["metrics"] if state["best_index"] >= 0 else None
-        stopped_early = bool(state.get("stopped_early", False))  # an early-stopped run stays stopped
-        logger.info("resuming from %s at step %d", state_dir, step)
-    else:
-        if resume:
-            logger.warning("resume requested but no resumable checkpoint in %s; starting fresh", checkpoint_dir)
-        torch.manual_seed(config.seed)
-        if device.type == "cuda":
-            torch.cuda.manual_seed_all(config.seed)
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this run exactly (tensors and plain values only)."""
+        self.progress.loss_sum = float(self._loss_sum)
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "rng": {"cpu": torch.get_rng_state()}, "progress": asdict(self.progress),
+                 "corpus": {"fingerprint": self.fingerprint, "train_batch_size": self.config.train_batch_size,
+                            "total_steps": self.total_steps}}
+        if self.device.type == "cuda":
+            state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.world > 1:  # dropout differs per rank: keep every rank's generators (a collective)
+            state["rng"]["per_rank"] = distributed.all_gather_object(dict(state["rng"]))
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
 
-    def save(path: Path, with_state: bool) -> Path:
-        meta = {"stage": config.stage, "step": step, "epoch": step / steps_per_epoch, **(extra_meta or {})}
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        corpus = state["corpus"]
+        if corpus["fingerprint"] != self.fingerprint or corpus["train_batch_size"] != self.config.train_batch_size:
+            raise ckpt.CheckpointError(f"cannot resume: the checkpoint was trained on a different corpus or "
+                                       f"train_batch_size ({corpus['train_batch_size']} vs "
+                                       f"{self.config.train_batch_size})")
+        if corpus["total_steps"] != self.total_steps:  # e.g. more epochs: the LR schedule changes from here
+            logger.warning("resuming a run planned for %d steps as a run of %d", corpus["total_steps"],
+                           self.total_steps)
+        ckpt.apply_weights(self.model, state["model"], "model weights")
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        rng = state["rng"]
+        per_rank = rng.get("per_rank") or [rng]
+        if len(per_rank) == self.world:
+            rng = per_rank[self.rank]
+        elif self.world > 1:  # another number of processes: fresh, distinct streams per rank
+            logger.warning("resuming a %d-process run with %d processes: reseeding dropout", len(per_rank), self.world)
+            seed = self.config.seed + self.rank + 7919 * int(state["progress"]["step"])
+            rng = {"cpu": torch.Generator().manual_seed(seed).get_state()}
+        torch.set_rng_state(rng["cpu"])
+        if self.device.type == "cuda" and "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        self.progress = TrainProgress.from_dict(state["progress"])
+        self._loss_sum.fill_(self.progress.loss_sum)
+
+    def save(self, name: str, resumable: bool = True) -> Path:
+        """Write ``checkpoint_dir/name``: the weights, plus the rest of the state when ``resumable``.
+
+        Called on every rank (the state gathers every rank's RNG); rank 0 alone writes, and the
+        others wait until the checkpoint is complete, so none can read a missing one."""
+        p = self.progress
         state = None
-        if with_state:
-            best_index = max((i for i, h in enumerate(history) if h.get("best")), default=-1)
-            state = {"step": step, "optimizer": optimizer.state_dict(), "rng_cpu": torch.get_rng_state(),
-                     "history": history, "losses": losses, "best_score": best_score, "bad_evals": bad_evals,
-                     "best_index": best_index, "fingerprint": fingerprint, "train_batch_size": bs,
-                     "stopped_early": stopped_early}
-            if device.type == "cuda":
-                state["rng_cuda"] = torch.cuda.get_rng_state(device)
-            if scaler is not None:
-                state["scaler"] = scaler.state_dict()
-        return ckpt.save_checkpoint(path, model, vocab, train_config=config.to_dict(), meta=meta,
-                                    training_state=state)
+        if resumable:
+            state = self.state_dict()
+            del state["model"]  # the weights go to model.safetensors
+        meta = {**self.extra_meta, "stage": self.config.stage, "step": p.step, "run_id": p.run_id,
+                "epoch": p.step / self.steps_per_epoch, "world_size": self.world}
+        path = self.checkpoint_dir / name
+        if distributed.is_main():
+            ckpt.save_checkpoint(path, self.model, self.vocab, train_config=self.config.to_dict(), meta=meta,
+                                 training_state=state)
+        distributed.barrier()
+        return path
 
-    def evaluate(epoch: int) -> bool:
-        """Evaluate after ``epoch`` epochs; return True when training should stop early."""
-        nonlocal best_score, best_metrics, bad_evals
-        model.eval()
-        with torch.no_grad():
-            if evaluate_fn is not None:
-                score, metrics = evaluate_fn(model)
+    def resume(self) -> bool:
+        """Restore the newest resumable checkpoint of ``checkpoint_dir``; False when there is none."""
+        # rank 0 chooses, so that every rank loads the same state
+        where = distributed.broadcast_object(ckpt.newest_checkpoint(self.checkpoint_dir, require_state=True))
+        if where is None:
+            logger.warning("resume requested but no resumable checkpoint in %s; starting fresh", self.checkpoint_dir)
+            return False
+        state = ckpt.load_training_state(where)
+        state["model"] = ckpt.read_weights(where)
+        try:
+            self.load_state_dict(state)
+        except ckpt.CheckpointError as e:
+            raise ckpt.CheckpointError(f"{where}: {e}") from None
+        self.last_checkpoint = where  # the answer when nothing is left to train
+        logger.info("resuming run %s from %s at step %d", self.progress.run_id, where, self.progress.step)
+        return True
+
+    # ------------------------------------------------------------------ training
+    @property
+    def done(self) -> bool:
+        return self.progress.step >= self.total_steps or self.progress.stopped_early
+
+    def fit(self) -> TrainResult:
+        """Train until ``epochs`` (or ``max_steps``) are done or early stopping; return the result."""
+        if not (self.config.resume and self.resume()):
+            # a stream per rank (nanoGPT's seed offset): ranks must not draw the same dropout masks
+            torch.manual_seed(self.config.seed + self.rank)
+            if self.device.type == "cuda":
+                torch.cuda.manual_seed(self.config.seed + self.rank)
+        self.model.train()
+        bs, t_start = self.config.train_batch_size, time.perf_counter()
+        self.bar = tqdm(total=self.total_steps, initial=self.progress.step, disable=not (self.config.show_progress and distributed.is_main()),
+                        desc=self.config.stage, dynamic_ncols=True)
+        with self.bar:
+            while not self.done:
+                epoch, first = divmod(self.progress.step, self.steps_per_epoch)
+                batches = distributed.epoch_batches(self.data.shape[0], bs, epoch, self.config.seed)
+                for b in range(first, self.steps_per_epoch):
+                    rows = self.rank_rows(batches[b])
+                    self.train_step(self.data[rows.to(self.device, non_blocking=True)], global_rows=len(batches[b]))
+                    self._after_step(epoch, end_of_epoch=b == self.steps_per_epoch - 1)
+                    if self.done:
+                        break
+        self._prune()  # also what an interruption between a save and its pruning left behind
+        distributed.barrier()  # every rank leaves with rank 0's files complete (best/ is read next)
+        return self._result(time.perf_counter() - t_start - self._overhead)
+
+    def rank_rows(self, batch: torch.Tensor) -> torch.Tensor:
+        """The corpus rows of global ``batch`` that this rank trains on (all of them in one process)."""
+        return distributed.rank_rows(batch, self.rank, self.world)
+
+    def train_step(self, x: torch.Tensor, global_rows: int | None = None) -> None:
+        """One optimizer step on ``x`` at the schedule position ``progress.step``.
+
+        ``x`` is this rank's share of a global batch of ``global_rows`` rows (default: ``x`` is the
+        whole batch). Each micro-batch's mean loss is weighted by its share of the global rows
+        (times the world size, which DDP's average divides out), so the step follows the gradient
+        of the batch mean whatever the number of processes and micro-batches.
+        """
+        lr = lr_at(self.progress.step, self.config, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        global_rows = global_rows or x.shape[0] * self.world
+        micro = distributed.split_micro(x, self.config.micro_batch_size)
+        if x.shape[0] == 0:  # a short last batch left this rank nothing: join DDP's all-reduce with weight 0
+            micro = [self.data[:1]]
+        step_loss = torch.zeros((), device=self.device)
+        for i, m in enumerate(micro):
+            weight = m.shape[0] * self.world / global_rows if x.shape[0] else 0.0
+            sync = self.ddp is None or i == len(micro) - 1  # all-reduce once, on the last micro-batch
+            with (nullcontext() if sync else self.ddp.no_sync()), self.autocast():
+                loss = self.loss_fn(m)
+            scaled = loss if weight == 1.0 else loss * weight
+            if self.scaler is not None:
+                self.scaler.scale(scaled).backward()
             else:
-                vloss = validation_loss(model, valid_tokens, config.eval_batch_size, device, slices)
-                score, metrics = -vloss, {"valid_loss": vloss}
-        model.train()
-        score = float(score)
-        metrics = {str(k): float(v) for k, v in metrics.items()}  # plain floats: safe to torch.load
-        improved = best_score is None or score > best_score
-        history.append({"epoch": epoch, "step": step, "score": score, "metrics": metrics, "best": improved})
-        if improved:
-            best_score, best_metrics, bad_evals = score, metrics, 0
-            save(best_path, with_state=False)
+                scaled.backward()
+            step_loss += loss.detach().float() * (m.shape[0] / max(x.shape[0], 1))
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients
+        if self.config.clip_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         else:
-            bad_evals += 1
-        logger.info("epoch %d step %d: %s%s", epoch, step, metrics, " (best)" if improved else "")
-        return bad_evals >= stopping_step
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.progress.step += 1
+        self.progress.loss_count += 1
+        self._loss_sum += step_loss  # this rank's rows; averaged over ranks when logged
+        self._paths_done += global_rows  # throughput of the whole job
 
-    model.train()
-    last_saved = None
-    run_loss = torch.zeros((), device=device)
-    run_n, t_start, start_step, paths_done = 0, time.perf_counter(), step, 0
-    overhead = 0.0  # seconds spent evaluating/saving, excluded from the throughput figures
+    def _after_step(self, epoch: int, end_of_epoch: bool) -> None:
+        """Log, evaluate, checkpoint: whatever is due after the step just taken."""
+        step, config = self.progress.step, self.config
+        self.bar.update(1)
+        if step % config.log_step == 0 or step == self.total_steps or end_of_epoch:
+            self._log_loss()
+        if end_of_epoch and self._evaluates and (epoch + 1) % config.eval_step == 0:
+            self._timed(self.evaluate, epoch + 1)
+        if step % config.save_step == 0 or self.done:
+            self.last_checkpoint = self._timed(self.save, f"step-{step:07d}")
+            self._prune()
 
-    def timed(fn, *args):
-        nonlocal overhead
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)  # charge queued training work to training, not to saving
+    def _log_loss(self) -> None:
+        p = self.progress
+        # the only host sync of the training loop (and, with N processes, its only extra all-reduce)
+        mean = float(distributed.all_reduce_mean(self._loss_sum.clone())) / p.loss_count
+        p.losses.append((p.step, mean))
+        self._loss_sum.zero_()
+        p.loss_count = 0
+        self.bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr_at(p.step - 1, self.config, self.total_steps):.2e}")
+
+    # ------------------------------------------------------------------ evaluation
+    @property
+    def _evaluates(self) -> bool:
+        return self.evaluate_fn is not None or self.valid_tokens is not None
+
+    def evaluate(self, epoch: int) -> None:
+        """Evaluate after ``epoch`` epochs, save ``best/`` on improvement, decide early stopping."""
+        self.model.eval()
+        with torch.no_grad():
+            if self.evaluate_fn is not None:
+                score, metrics = self.evaluate_fn(self.model)
+            else:
+                loss = validation_loss(self.model, self.valid_tokens, batch_size=self.config.eval_batch_size,
+                                       device=self.device, output_slices=self.slices)
+                score, metrics = -loss, {"valid_loss": loss}
+        self.model.train()
+        metrics = {str(k): float(v) for k, v in metrics.items()}  # plain floats: JSON in the checkpoint
+        # rank 0's numbers decide (they are the same everywhere: metrics come from gathered lists)
+        score, metrics = distributed.broadcast_object((float(score), metrics))
+        improved = self.progress.record_evaluation(epoch, float(score), metrics, self.config.stopping_step)
+        if improved:
+            self.save("best", resumable=False)
+        logger.info("epoch %d step %d: %s%s", epoch, self.progress.step, metrics, " (best)" if improved else "")
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _timed(self, fn: Callable, *args) -> Any:
+        """``fn(*args)``, its time excluded from the throughput figures."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # charge queued training work to training, not to saving
         t0 = time.perf_counter()
         out = fn(*args)
-        overhead += time.perf_counter() - t0
+        self._overhead += time.perf_counter() - t0
         return out
 
-    last_loss = losses[-1][1] if losses else float("nan")
-    bar = tqdm(total=total_steps, initial=step, disable=not config.show_progress, desc=config.stage,
-               dynamic_ncols=True)
-    while step < total_steps and not stopped_early:
-        epoch, batch_index = divmod(step, steps_per_epoch)
-        order = torch.randperm(n_paths, generator=torch.Generator().manual_seed(config.seed + epoch)).to(device)
-        for b in range(batch_index, steps_per_epoch):
-            x = data[order[b * bs:(b + 1) * bs]]
-            lr = lr_at(step, config, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with autocast():
-                loss = model.loss(x, next_token_labels(x, PAD), slices)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if config.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            run_loss += loss.detach().float()
-            run_n += 1
-            paths_done += x.shape[0]
-            bar.update(1)
-            end_of_epoch = b == steps_per_epoch - 1
-            if step % config.log_step == 0 or step == total_steps or end_of_epoch:
-                last_loss = float(run_loss) / run_n  # the only host sync of the loop
-                losses.append((step, last_loss))
-                run_loss.zero_()
-                run_n = 0
-                elapsed = time.perf_counter() - t_start - overhead
-                bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}",
-                                paths_s=f"{paths_done / max(elapsed, 1e-9):.1f}")
-            if end_of_epoch and do_eval and (epoch + 1) % eval_step == 0:
-                stopped_early = timed(evaluate, epoch + 1)
-            if step % config.save_step == 0 or step == total_steps or stopped_early:
-                last_saved = timed(save, checkpoint_dir / f"step-{step:07d}", True)
-                _prune(checkpoint_dir, config.keep_checkpoints)
-            if step >= total_steps or stopped_early:
-                break
-    bar.close()
-    elapsed = time.perf_counter() - t_start - overhead
-    if last_saved is None and step > 0 and not (checkpoint_dir / f"step-{step:07d}").exists():
-        last_saved = save(checkpoint_dir / f"step-{step:07d}", with_state=True)
-    return TrainResult(
-        step=step, epochs_completed=step // steps_per_epoch, last_loss=last_loss, losses=losses,
-        history=history, best_score=best_score, best_metrics=best_metrics,
-        best_checkpoint=best_path if best_path.exists() else None,
-        last_checkpoint=last_saved or (checkpoint_dir / f"step-{step:07d}"),
-        stopped_early=stopped_early,
-        paths_per_second=paths_done / elapsed if elapsed > 0 else 0.0,
-        tokens_per_second=paths_done * seq_len / elapsed if elapsed > 0 else 0.0)
+    def _prune(self) -> None:
+        """Remove this run's step checkpoints but the newest ``keep_checkpoints``.
+
+        Only this run's (by ``meta.run_id``): runs share ``KGGLM-pretrain/``, and another run's
+        checkpoints are not this one's to delete. ``best/`` is never removed."""
+        if self.config.keep_checkpoints <= 0 or not distributed.is_main():
+            return
+        mine = []
+        for path in self.checkpoint_dir.glob("step-*"):
+            try:
+                meta = ckpt.read_info(path)["meta"] if ckpt.is_checkpoint(path) else {}
+            except ckpt.CheckpointError:
+                continue  # unreadable: not provably ours
+            if meta.get("run_id") == self.progress.run_id:
+                mine.append((int(meta.get("step", 0)), path))
+        for _, old in sorted(mine)[:-self.config.keep_checkpoints]:
+            if old != self.last_checkpoint:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _result(self, elapsed: float) -> TrainResult:
+        p, best = self.progress, self.checkpoint_dir / "best"
+        return TrainResult(
+            step=p.step, epochs_completed=p.step // self.steps_per_epoch,
+            last_loss=p.losses[-1][1] if p.losses else float("nan"), losses=list(p.losses),
+            history=list(p.history), best_score=p.best_score, best_metrics=p.best_metrics,
+            best_checkpoint=best if self._evaluates and best.exists() else None,
+            last_checkpoint=self.last_checkpoint, stopped_early=p.stopped_early, run_id=p.run_id,
+            paths_per_second=self._paths_done / elapsed if elapsed > 0 else 0.0,
+            tokens_per_second=self._paths_done * self.data.shape[1] / elapsed if elapsed > 0 else 0.0)
+
+
+def train(model: KGGLM, tokens, config: TrainConfig, *, checkpoint_dir: str | os.PathLike, vocab: Vocabulary,
+          extra_meta: dict | None = None, evaluate_fn: EvaluateFn | None = None, valid_tokens=None) -> TrainResult:
+    """Train ``model`` on ``tokens`` with ``config`` (see :class:`Trainer`) and return the result."""
+    return Trainer(model, tokens, config, checkpoint_dir=checkpoint_dir, vocab=vocab, extra_meta=extra_meta,
+                   evaluate_fn=evaluate_fn, valid_tokens=valid_tokens).fit()
+
+
+def _as_tokens(tokens, name: str, n_positions: int, vocab_size: int) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(tokens) if not torch.is_tensor(tokens) else tokens, dtype=torch.long)
+    if t.dim() != 2 or t.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty [paths, length] token array, got shape {tuple(t.shape)}")
+    if t.shape[1] > n_positions:
+        raise ValueError(f"{name} rows have {t.shape[1]} tokens but the model's n_positions is {n_positions}")
+    if t.min() < 0 or t.max() >= vocab_size:
+        raise ValueError(f"{name} has token ids outside [0, {vocab_size}) (built with another vocabulary?)")
+    return t
+
+
+def _check_same_on_all_ranks(fingerprint: str) -> None:
+    """Every rank must have sampled the same corpus (the batches are cut from it by index)."""
+    prints = distributed.all_gather_object(fingerprint)
+    if len(set(prints)) > 1:
+        raise RuntimeError(f"the training corpus differs between ranks ({prints}); path sampling must be "
+                           "deterministic given the seed")
 
 
 def _check_slices(data: torch.Tensor, slices: torch.Tensor, stage: str) -> None:
@@ -335,20 +439,3 @@ def _check_slices(data: torch.Tensor, slices: torch.Tensor, stage: str) -> None:
         raise ValueError(f"typed_output: path {row} has token {int(labels[row, pos])} at position {pos + 1}, "
                          f"outside the range [{int(lo[pos])}, {int(hi[pos])}) that the {stage!r} path grammar "
                          f"allows there; set typed_output: false for corpora of another shape")
-
-
-def _has_resumable(directory: Path) -> bool:
-    try:
-        ckpt.resolve_checkpoint(directory, require_state=True)
-        return True
-    except ckpt.CheckpointError:
-        return False
-
-
-def _prune(directory: Path, keep: int) -> None:
-    """Remove all but the newest ``keep`` step checkpoints (``best/`` is never removed)."""
-    if keep <= 0:
-        return
-    steps = sorted(p for p in directory.glob("step-*") if p.is_dir())
-    for old in steps[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)

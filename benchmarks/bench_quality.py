@@ -1,0 +1,102 @@
+"""Quality table: KGGLM at chosen presets beside Pop, BPR, LightGCN and KGItemKNN, on one split.
+
+For each data set every model is trained and evaluated by the library's own entry points
+(``run_pipeline`` for KGGLM, ``run_kgglm`` for a baseline), so they share the split, the seen-item
+masks and the evaluator; the model is chosen on valid, the table shows test. Columns:
+NDCG/Recall/MRR/Hit@10, the share of explanations through a KG entity, ETD, and wall time.
+
+    python benchmarks/bench_quality.py --dataset ml-100k --data-path ../shared/data \
+        --kgglm quick --kgglm "quick+marginal:--path_generation_args.ranking=marginal" \
+        --baselines Pop,BPR,LightGCN,KGItemKNN --out benchmarks/results/quality-ml-100k.md
+
+A ``--kgglm`` variant is ``NAME[:--key=value ...]``: NAME is a preset (``quick``, ``cpu``, ``paper``)
+or ``NAME+label``; what follows the colon are config overrides. The synthetic knowledge-signal data
+set is written to a temporary folder first with ``--dataset synthetic-kg`` (its generator's defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from kgglm.quick_start import run_kgglm, run_pipeline
+
+COLUMNS = ("ndcg@10", "recall@10", "mrr@10", "hit@10", "kg_share", "etd", "coverage@10")
+
+
+def parse_variant(text: str) -> tuple[str, str | None, list[str]]:
+    """``quick+marginal:--a=1 --b=2`` -> (label, preset, overrides)."""
+    name, _, rest = text.partition(":")
+    preset = name.split("+")[0] or None
+    return name, (None if preset == "default" else preset), shlex.split(rest)
+
+
+def run_all(args: argparse.Namespace, data_path: str, workdir: str) -> list[dict]:
+    rows = []
+    common = [f"--data_path={data_path}", f"--checkpoint_dir={workdir}", "--show_progress=false", "--state=WARNING",
+              f"--seed={args.seed}"]
+    for variant in args.kgglm:
+        label, preset, overrides = parse_variant(variant)
+        t0 = time.perf_counter()
+        res = run_pipeline("KGGLM", args.dataset, cmd_args=common + ["--baselines=[]"] + overrides, preset=preset)
+        rows.append({"model": f"KGGLM {label}", "valid": res.best_valid_score, **res.test_result,
+                     "seconds": time.perf_counter() - t0, "epochs": res.train_stats.get("epochs")})
+        print(f"  KGGLM {label}: test ndcg@10 {res.test_result['ndcg@10']:.4f}", flush=True)
+    for name in [b for b in args.baselines.split(",") if b]:
+        t0 = time.perf_counter()
+        res = run_kgglm(name, args.dataset, cmd_args=common, saved=False)
+        rows.append({"model": name, "valid": res.best_valid_score, **res.test_result,
+                     "seconds": time.perf_counter() - t0, "epochs": res.train_stats.get("epochs")})
+        print(f"  {name}: test ndcg@10 {res.test_result['ndcg@10']:.4f}", flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = "| model | valid ndcg@10 | " + " | ".join(f"test {c}" for c in COLUMNS) + " | epochs | seconds |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 4)]
+    for r in rows:
+        cells = [f"{r[c]:.4f}" if isinstance(r.get(c), float) else "-" for c in COLUMNS]
+        valid = f"{r['valid']:.4f}" if isinstance(r.get("valid"), float) else "-"
+        lines.append(f"| {r['model']} | {valid} | " + " | ".join(cells) + f" | {r.get('epochs') or '-'} | "
+                     f"{r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="ml-100k", help="ml-100k, ml1m, or synthetic-kg (generated)")
+    p.add_argument("--data-path", default="../shared/data")
+    p.add_argument("--kgglm", action="append", default=None, help="a KGGLM variant (repeat); default quick")
+    p.add_argument("--baselines", default="Pop,BPR,LightGCN,KGItemKNN")
+    p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--out", default=None, help="write the table (markdown) here")
+    args = p.parse_args(argv)
+    args.kgglm = args.kgglm or ["quick"]
+    with tempfile.TemporaryDirectory(prefix="kgglm-quality-") as work:
+        data_path = args.data_path
+        if args.dataset == "synthetic-kg":
+            from kgglm.data.synthetic import make_knowledge_dataset, write_atomic
+
+            data_path = str(Path(work) / "data")
+            write_atomic(make_knowledge_dataset(name="synthetic-kg"), Path(data_path) / "synthetic-kg")
+        t0 = time.perf_counter()
+        rows = run_all(args, data_path, work)
+    text = (f"### {args.dataset}\n\n{table(rows)}\n\n"
+            f"Command: `python benchmarks/{Path(__file__).name} {' '.join(shlex.quote(a) for a in sys.argv[1:])}`; "
+            f"{platform.node()} ({platform.processor() or platform.machine()}), "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, total {time.perf_counter() - t0:.0f} s.\n")
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

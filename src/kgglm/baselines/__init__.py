@@ -1,0 +1,35 @@
+"""Collaborative-filtering and knowledge-graph baselines with one interface (:class:`Recommender`).
+
+``get_baseline('BPR')()`` builds a model; ``model.fit(dataset, config, evaluate_fn=...)`` trains it
+on the training split and ``model.score_items(users)`` scores every item for a batch of users.
+"""
+
+from __future__ import annotations
+
+from kgglm.baselines.base import (
+    EarlyStopping,
+    Recommender,
+    TorchRecommender,
+    evaluate_recommender,
+    make_evaluate_fn,
+    model_defaults,
+)
+from kgglm.baselines.bpr import BPR
+from kgglm.baselines.kgitemknn import KGItemKNN
+from kgglm.baselines.lightgcn import LightGCN
+from kgglm.baselines.pop import Pop
+
+BASELINES: dict[str, type[Recommender]] = {cls.name: cls for cls in (Pop, BPR, LightGCN, KGItemKNN)}
+
+
+def get_baseline(name: str) -> type[Recommender]:
+    """The baseline class called ``name`` (case-insensitive): Pop, BPR, LightGCN or KGItemKNN."""
+    by_lower = {key.lower(): cls for key, cls in BASELINES.items()}
+    try:
+        return by_lower[str(name).lower()]
+    except KeyError:
+        raise KeyError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}") from None
+
+
+__all__ = ["BASELINES", "BPR", "EarlyStopping", "KGItemKNN", "LightGCN", "Pop", "Recommender", "TorchRecommender",
+           "evaluate_recommender", "get_baseline", "make_evaluate_fn", "model_defaults"]

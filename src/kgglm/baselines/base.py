@@ -1,0 +1,282 @@
+"""The baseline interface, early stopping, BPR sampling and a stop-gap full-ranking evaluation.
+
+Every baseline is a :class:`Recommender`: ``fit(dataset, config)`` trains on ``dataset.splits['train']``
+only, and ``score_items(users)`` returns a dense ``[len(users), n_items]`` float score matrix
+(higher is better). Masking seen items is the evaluator's job, never the model's.
+
+Torch models (BPR, LightGCN) share :class:`TorchRecommender`: it owns the training loop (uniform
+negative sampling, Adam, early stopping on ``evaluate_fn``) and subclasses only define their
+parameters and ``calculate_loss``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+MODEL_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "model"
+
+# evaluate_fn(model) -> (score to maximise, metrics dict)
+EvaluateFn = Callable[["Recommender"], tuple[float, dict]]
+
+
+@cache
+def model_defaults(name: str) -> dict[str, Any]:
+    """The keys of ``configs/model/<name>.yaml`` (empty when the file does not exist)."""
+    path = MODEL_CONFIG_DIR / f"{name}.yaml"
+    return dict(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+class Recommender(ABC):
+    """A recommender that scores every item for a batch of users.
+
+    Subclasses set ``name`` and implement :meth:`fit` and :meth:`score_items`. Config values are
+    read with :meth:`option`, which falls back to the model's yaml defaults, so a plain dict with
+    only a few keys works as well as a resolved :class:`~kgglm.config.Config`.
+    """
+
+    name: str = "Recommender"
+
+    def __init__(self) -> None:
+        self.dataset = None
+        self.config: Mapping[str, Any] = {}
+
+    def option(self, key: str, default: Any = None) -> Any:
+        """``config[key]``, else the model yaml default, else ``default``."""
+        value = self.config.get(key) if isinstance(self.config, Mapping) else None
+        if value is None:
+            value = model_defaults(self.name).get(key, default)
+        return value
+
+    @abstractmethod
+    def fit(self, dataset, config: Mapping[str, Any], *, evaluate_fn: EvaluateFn | None = None) -> dict:
+        """Train on ``dataset.splits['train']``; returns training statistics (epochs, seconds, ...)."""
+
+    @abstractmethod
+    def score_items(self, users: np.ndarray) -> np.ndarray:
+        """Float scores ``[len(users), dataset.n_items]`` of every item for each user (higher is better)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class EarlyStopping:
+    """RecBole's rule: stop after *more than* ``patience`` evaluations without strict improvement."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = int(patience)
+        self.best: float = -np.inf
+        self.bad_steps = 0
+
+    def update(self, score: float) -> bool:
+        """Record one evaluation; True when it is a new best (ties are not an improvement)."""
+        if score > self.best:
+            self.best, self.bad_steps = float(score), 0
+            return True
+        self.bad_steps += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_steps > self.patience
+
+
+# --------------------------------------------------------------------------------------- sampling
+def pair_keys(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
+    """Sorted unique ``user * n_items + item`` keys, for fast membership tests."""
+    return np.unique(np.asarray(users, np.int64) * n_items + np.asarray(items, np.int64))
+
+
+def sample_negatives(users: np.ndarray, n_items: int, positive_keys: np.ndarray, rng: np.random.Generator,
+                     max_rounds: int = 100) -> np.ndarray:
+    """One uniform item per user that the user has not interacted with (rejection sampling).
+
+    Vectorised: draw for everyone, then redraw only the collisions. A user who has seen every item
+    cannot get a negative; after ``max_rounds`` such collisions are left as they are.
+    """
+    users = np.asarray(users, np.int64)
+    neg = rng.integers(n_items, size=len(users))
+    todo = np.arange(len(users))
+    for _ in range(max_rounds):
+        keys = users[todo] * n_items + neg[todo]
+        pos = np.minimum(np.searchsorted(positive_keys, keys), max(len(positive_keys) - 1, 0))
+        todo = todo[positive_keys[pos] == keys] if len(positive_keys) else todo[:0]
+        if not len(todo):
+            break
+        neg[todo] = rng.integers(n_items, size=len(todo))
+    return neg
+
+
+def resolve_device(config: Mapping[str, Any]) -> torch.device:
+    """``config['device']`` if set, else cuda when ``use_gpu`` (default true) and available."""
+    if config.get("device"):
+        return torch.device(str(config["device"]))
+    use_gpu = config.get("use_gpu", True)
+    return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+
+
+# --------------------------------------------------------------------------------------- torch models
+class TorchRecommender(nn.Module, Recommender):
+    """Embedding models trained with the pairwise BPR objective on (user, positive, negative) triples.
+
+    Subclasses implement :meth:`build` (create parameters for a dataset), :meth:`calculate_loss`
+    and :meth:`score_items`; this class runs the epochs, early stopping and best-state restore.
+    """
+
+    def __init__(self) -> None:
+        nn.Module.__init__(self)
+        Recommender.__init__(self)
+
+    @abstractmethod
+    def build(self, dataset) -> None:
+        """Create the parameters (and fixed buffers) for ``dataset``."""
+
+    @abstractmethod
+    def calculate_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """Mean loss of a batch of (user, positive item, negative item) index triples."""
+
+    def train(self, mode: bool = True) -> TorchRecommender:
+        self.invalidate_cache()  # parameters are about to change (or just did)
+        return super().train(mode)
+
+    def invalidate_cache(self) -> None:
+        """Drop cached inference tensors; called whenever parameters may have changed."""
+
+    def fit(self, dataset, config: Mapping[str, Any], *, evaluate_fn: EvaluateFn | None = None) -> dict:
+        self.dataset, self.config = dataset, config
+        seed = int(self.option("seed", 2024))
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        device = resolve_device(config)
+        self.build(dataset)
+        self.to(device)
+        epochs = int(self.option("epochs"))
+        batch_size = int(self.option("train_batch_size"))
+        eval_step = max(1, int(self.option("eval_step", 1)))
+        optimizer = torch.optim.Adam(self.parameters(), lr=float(self.option("learning_rate")),
+                                     weight_decay=float(self.option("weight_decay", 0.0)))
+        train = dataset.splits["train"]
+        users, items = np.asarray(train.users, np.int64), np.asarray(train.items, np.int64)
+        positive_keys = pair_keys(users, items, dataset.n_items)
+        stopper = EarlyStopping(int(self.option("stopping_step", 10)))
+        best_state, best_epoch, best_metrics = None, 0, {}
+        history: list[dict] = []
+        t0 = time.perf_counter()
+        epoch = 0
+        for epoch in range(1, epochs + 1):
+            self.train()
+            order = rng.permutation(len(users))  # RecBole shuffles the training pairs every epoch
+            negatives = sample_negatives(users[order], dataset.n_items, positive_keys, rng)
+            u_all = torch.as_tensor(users[order], device=device)
+            p_all = torch.as_tensor(items[order], device=device)
+            n_all = torch.as_tensor(negatives, device=device)
+            total = 0.0
+            for start in range(0, len(order), batch_size):
+                sl = slice(start, start + batch_size)
+                loss = self.calculate_loss(u_all[sl], p_all[sl], n_all[sl])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(u_all[sl])
+            record = {"epoch": epoch, "loss": total / max(len(order), 1)}
+            if evaluate_fn is not None and epoch % eval_step == 0:
+                self.eval()
+                with torch.no_grad():
+                    score, metrics = evaluate_fn(self)
+                record["score"] = float(score)
+                if stopper.update(score):
+                    best_state = copy.deepcopy(self.state_dict())
+                    best_epoch, best_metrics = epoch, dict(metrics)
+            history.append(record)
+            logger.debug("%s epoch %d: %s", self.name, epoch, record)
+            if stopper.should_stop:
+                break
+        if best_state is not None:
+            self.load_state_dict(best_state)
+        self.eval()
+        return {"epochs": epoch, "best_epoch": best_epoch or epoch, "best_score": stopper.best
+                if best_state is not None else None, "best_metrics": best_metrics,
+                "loss": history[-1]["loss"] if history else None,
+                "stopped_early": stopper.should_stop, "seconds": time.perf_counter() - t0, "history": history}
+
+
+def xavier_embedding(n: int, dim: int, normal: bool) -> nn.Embedding:
+    """An embedding table initialised like RecBole (xavier normal for BPR, uniform for LightGCN)."""
+    emb = nn.Embedding(n, dim)
+    (nn.init.xavier_normal_ if normal else nn.init.xavier_uniform_)(emb.weight)
+    return emb
+
+
+def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
+    """``mean(-log sigmoid(pos - neg))``, written with logsigmoid for numerical stability."""
+    return -nn.functional.logsigmoid(pos_scores - neg_scores).mean()
+
+
+# --------------------------------------------------------------------------------------- evaluation
+def user_items_csr(dataset, splits: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+    """CSR ``(indptr [n_users + 1], sorted unique items)`` of each user's items over ``splits``."""
+    parts = [dataset.splits[s] for s in splits]
+    keys = np.unique(np.concatenate([np.asarray(p.users, np.int64) * dataset.n_items + np.asarray(p.items, np.int64)
+                                     for p in parts]))
+    indptr = np.zeros(dataset.n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(keys // dataset.n_items, minlength=dataset.n_users), out=indptr[1:])
+    return indptr, keys % dataset.n_items
+
+
+def csr_select(csr: tuple[np.ndarray, np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The segments of ``rows`` (in that order) as a new CSR."""
+    indptr, items = csr
+    lo, counts = indptr[rows], indptr[rows + 1] - indptr[rows]
+    out = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(counts, out=out[1:])
+    pos = np.arange(out[-1]) - np.repeat(out[:-1], counts) + np.repeat(lo, counts)
+    return out, items[pos]
+
+
+def evaluate_recommender(model: Recommender, dataset, split: str = "valid", topk: Iterable[int] = (10,),
+                         metrics: Iterable[str] | None = None, batch_size: int = 1024) -> dict[str, float]:
+    """Full-ranking metrics of ``model`` on ``split`` (seen items masked: train, plus valid on test).
+
+    A stop-gap until the shared ``kgglm.evaluate.evaluate`` takes over (same protocol, same
+    ``rank_scores`` and metrics); users are scored in batches so memory stays ``batch_size * n_items``.
+    """
+    # imported here so that the baselines load even while the evaluation package is being edited
+    from kgglm.evaluate.evaluator import rank_scores
+    from kgglm.evaluate.metrics import topk_metrics
+
+    ks = sorted({int(k) for k in topk})
+    seen = user_items_csr(dataset, ["train", "valid"] if split == "test" else ["train"])
+    relevant = user_items_csr(dataset, [split])
+    users = np.flatnonzero(np.diff(relevant[0]))
+    ranked = [rank_scores(model.score_items(batch), csr_select(seen, batch), ks[-1])
+              for batch in np.array_split(users, max(1, -(-len(users) // batch_size)))]
+    top = np.concatenate(ranked) if ranked else np.zeros((0, ks[-1]), np.int64)
+    rel_indptr, rel_items = csr_select(relevant, users)
+    return topk_metrics(top, rel_indptr, rel_items, ks, metrics)
+
+
+def make_evaluate_fn(dataset, config: Mapping[str, Any] | None = None, split: str = "valid") -> EvaluateFn:
+    """An ``evaluate_fn`` for :meth:`Recommender.fit`: (``valid_metric`` value, all metrics) on ``split``."""
+    config = config or {}
+    valid_metric = str(config.get("valid_metric") or "NDCG@10")
+    topk = config.get("topk") or [int(valid_metric.split("@")[1])]
+    metrics = config.get("metrics")
+
+    def evaluate_fn(model: Recommender) -> tuple[float, dict]:
+        result = evaluate_recommender(model, dataset, split, topk, metrics)
+        return result[valid_metric.lower()], result
+
+    return evaluate_fn

@@ -1,0 +1,85 @@
+"""Decoding settings as one frozen, validated object (transformers' ``GenerationConfig`` style).
+
+``PathGenerationConfig.from_config(config)`` is built once from the resolved run config (its
+``path_generation_args`` and ``path_hop_length``) and passed down to :func:`recommend` and the
+beam search, so no caller unpacks decoding keys by hand and no default is written twice: the
+defaults live in ``configs/overall.yaml`` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+RANKINGS = ("logprob", "cumulative", "marginal")
+EXPLANATIONS = ("best", "knowledge")
+
+
+@dataclass(frozen=True)
+class PathGenerationConfig:
+    """How paths are decoded; field names are the config's key names (see ``overall.yaml``)."""
+
+    path_hop_length: int
+    num_beams: int
+    paths_per_user: int | None
+    length_penalty: float
+    do_sample: bool
+    top_k: int
+    top_p: float
+    temperature: float
+    ranking: str
+    explanation: str
+    explanation_num_beams: int
+    knowledge_only: bool
+    avoid_relations: tuple[str, ...]
+    max_num_beams: int | None = None  # not a config key: cap on widening, default max(64 * num_beams, 1024)
+
+    def __post_init__(self) -> None:
+        def bad(name: str, expected: str) -> ValueError:
+            return ValueError(f"path_generation_args.{name} must be {expected}, got {getattr(self, name)!r}")
+
+        if self.path_hop_length < 1 or self.path_hop_length % 2 == 0:
+            raise ValueError(f"path_hop_length must be odd and positive (a user path ends on an item), "
+                             f"got {self.path_hop_length}")
+        if self.num_beams < 1:
+            raise bad("num_beams", "a positive integer")
+        if self.paths_per_user is not None and self.paths_per_user < 1:
+            raise bad("paths_per_user", "null or a positive integer")
+        if self.top_k < 0:
+            raise bad("top_k", ">= 0 (0 disables)")
+        if not 0.0 < self.top_p <= 1.0:
+            raise bad("top_p", "in (0, 1]")
+        if self.temperature <= 0:
+            raise bad("temperature", "> 0")
+        if self.ranking not in RANKINGS:
+            raise bad("ranking", f"one of {RANKINGS}")
+        if self.explanation not in EXPLANATIONS:
+            raise bad("explanation", f"one of {EXPLANATIONS}")
+        if self.explanation_num_beams < 1:
+            raise bad("explanation_num_beams", "a positive integer")
+        if self.max_num_beams is not None and self.max_num_beams < self.num_beams:
+            raise bad("max_num_beams", f">= num_beams ({self.num_beams})")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> "PathGenerationConfig":
+        """From a resolved :class:`~kgglm.config.Config` (or any mapping with its keys)."""
+        args = dict(config["path_generation_args"])
+        args["path_hop_length"] = config["path_hop_length"]
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in args.items() if k in known}
+        values.update(overrides)
+        values["avoid_relations"] = tuple(str(r) for r in values.get("avoid_relations") or ())
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "PathGenerationConfig":
+        """A copy with ``changes`` applied (validated again)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def body_length(self) -> int:
+        """Tokens of a complete path including the user: ``2 * path_hop_length + 1``."""
+        return 2 * self.path_hop_length + 1

@@ -1,0 +1,120 @@
+"""The FastAPI application: JSON endpoints over an :class:`~kgglm.serve.engine.Engine`, and the page.
+
+Endpoints (OpenAPI at ``/docs`` and ``/openapi.json``):
+
+* ``GET /health`` - ready flag, model, dataset, checkpoint, batching stats
+* ``GET /users?query=&limit=`` - user search (for the page)
+* ``GET /users/{user}/recommendations?k=10&explanation=best|knowledge`` - explained top-k
+* ``POST /recommendations`` ``{"users": [...], "k": 10, "explanation": "best"}`` - a batch
+* ``GET /users/{user}/history`` - training items
+* ``GET /items/{item}`` - title and KG facts around the item
+* ``GET /`` and ``/static/{app.js,style.css}`` - the explorer page (files read once at start-up)
+
+Unknown users/items answer 404 with a message naming them; invalid parameters 422. Nothing a
+client sends reaches the file system: the page's three files are fixed routes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from importlib import resources
+from typing import Annotated, Literal
+
+from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from kgglm.serve.batching import Batcher
+from kgglm.serve.engine import Engine, NotFound
+
+logger = logging.getLogger(__name__)
+
+MAX_K = 100
+MAX_BATCH_USERS = 256
+Mode = Literal["best", "knowledge"]
+UserId = Annotated[str, Path(max_length=200, description="original user id")]
+ItemId = Annotated[str, Path(max_length=200, description="original item id")]
+K = Annotated[int, Query(ge=1, le=MAX_K, description="items per user")]
+STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+
+
+class BatchRequest(BaseModel):
+    users: list[str] = Field(..., min_length=1, max_length=MAX_BATCH_USERS, description="original user ids")
+    k: int = Field(10, ge=1, le=MAX_K)
+    explanation: Mode = "best"
+
+
+def _static_files() -> dict[str, str]:
+    root = resources.files("kgglm.serve") / "static"
+    return {name: (root / name).read_text(encoding="utf-8") for name in ("index.html", *STATIC)}
+
+
+def create_app(engine: Engine, *, max_batch: int = 32, max_wait_ms: float = 5.0) -> FastAPI:
+    """The app for a loaded engine; the batcher starts and stops with the app's lifespan."""
+    batcher = Batcher(engine.recommend, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    files = _static_files()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        await batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+
+    app = FastAPI(title="kgglm serve", version="1", lifespan=lifespan,
+                  description="Explained recommendations: knowledge-graph paths user -> item -> ... -> item.")
+    app.state.engine, app.state.batcher = engine, batcher
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    def k_limit(k: int) -> int:
+        return min(k, engine.info.n_items)
+
+    @app.get("/health", summary="readiness, model and dataset")
+    async def health() -> dict:
+        info = engine.info
+        return {"ready": True, "model": info.model, "dataset": info.dataset, "checkpoint": info.checkpoint,
+                "n_users": info.n_users, "n_items": info.n_items, "hop_length": info.hop_length,
+                "num_beams": info.num_beams, "load_seconds": info.load_seconds,
+                "explanation_modes": ["best", "knowledge"], "batching": batcher.stats.as_dict()}
+
+    @app.get("/users", summary="search users by id")
+    async def users(query: Annotated[str, Query(max_length=100)] = "",
+                    limit: Annotated[int, Query(ge=1, le=200)] = 20) -> dict:
+        return {"query": query, "users": engine.search_users(query, limit)}
+
+    @app.get("/users/{user}/recommendations", summary="explained top-k recommendations of one user")
+    async def user_recommendations(user: UserId, k: K = 10, explanation: Mode = "best") -> dict:
+        u = engine.user_index(user)
+        result = await batcher.submit(u, k_limit(k), explanation)
+        return {**result, "k": k}
+
+    @app.post("/recommendations", summary="explained top-k recommendations of several users")
+    async def batch_recommendations(req: BatchRequest) -> dict:
+        idx = [engine.user_index(u) for u in req.users]
+        results = await batcher.submit_many(idx, k_limit(req.k), req.explanation)
+        return {"k": req.k, "explanation": req.explanation, "results": results}
+
+    @app.get("/users/{user}/history", summary="the user's training items")
+    async def history(user: UserId) -> dict:
+        return engine.history(user)
+
+    @app.get("/items/{item}", summary="an item's title and KG facts")
+    async def item(item: ItemId, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
+        return engine.item(item, limit)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(files["index.html"])
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        if name not in STATIC:
+            raise HTTPException(status_code=404, detail=f"no static file {name[:100]!r}")
+        return Response(files[name], media_type=STATIC[name])
+
+    return app

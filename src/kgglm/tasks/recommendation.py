@@ -1,0 +1,255 @@
+"""The recommendation task's stage recipes, wired from a resolved :class:`~kgglm.config.Config`.
+
+Each stage takes the config and the dataset and *returns* a typed result (PyKEEN's pipeline
+helpers are the model); only :mod:`kgglm.quick_start` assembles a ``RunResult`` from them.
+
+* :func:`pretrain_stage`: sample KG walks, train a fresh model, checkpoint;
+* :func:`finetune_stage`: sample user paths, fine-tune from ``pre_model_path`` with validation
+  early stopping, reload the best checkpoint, evaluate on test, export the recommendations;
+* :func:`baseline_stage`: fit a baseline (Pop, BPR, ...) with the same validation protocol and
+  evaluate it on valid and test;
+* :func:`load_for_inference`: ``(model, vocab, data, config)`` from a checkpoint directory alone
+  (its ``config.json`` carries the resolved run config and the dataset folder, so the dataset,
+  graph and seen items are rebuilt exactly: same files, same seeded split).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kgglm import distributed
+from kgglm.config import Config
+from kgglm.data import Dataset, load_dataset_from_config
+from kgglm.decode.explain import explained
+from kgglm.decode.generation import PathGenerationConfig
+from kgglm.decode.recommend import Recommendations, recommend, write_recommendations
+from kgglm.evaluate.evaluator import EvalConfig, Evaluation, evaluate
+from kgglm.model.gpt import KGGLM, ModelConfig
+from kgglm.paths.corpus import PathSampleConfig, stage_corpus
+from kgglm.paths.vocab import Vocabulary
+from kgglm.train import checkpoint as ckpt
+from kgglm.train.trainer import TrainConfig, train
+
+logger = logging.getLogger(__name__)
+
+PRETRAIN_DIR = "KGGLM-pretrain"  # CHECKPOINT_DIR/KGGLM-pretrain/, as in hopwise
+CONFIG_META_KEY = "kgglm_config"
+RECOMMENDATIONS_FILE = "recommendations.jsonl"
+
+
+@dataclass
+class PretrainResult:
+    """What pre-training produced: the checkpoint and training statistics."""
+
+    checkpoint: str
+    train_stats: dict
+
+
+@dataclass
+class FinetuneResult:
+    """What fine-tuning produced: the best checkpoint, validation and test metrics, the test lists."""
+
+    checkpoint: str
+    best_valid_score: float | None
+    best_valid_result: dict | None
+    test_result: dict
+    history: list
+    train_stats: dict
+    recommendations: Recommendations
+    files: dict = field(default_factory=dict)
+    examples: list = field(default_factory=list)
+
+
+@dataclass
+class BaselineResult:
+    """A baseline's validation and test metrics (validation chose its epoch, if it trains)."""
+
+    name: str
+    valid_result: dict
+    test_result: dict
+    train_stats: dict
+
+
+def load_dataset_for(config: Config) -> Dataset:
+    logger.info("loading dataset %s", config.dataset)
+    return load_dataset_from_config(config)
+
+
+def _meta(config: Config, data: Dataset) -> dict:
+    path = data.stats.get("path")
+    return {CONFIG_META_KEY: config.to_dict(), "dataset_path": str(Path(path).resolve()) if path else None}
+
+
+def _train_stats(tr, n_paths: int) -> dict:
+    return {"steps": tr.step, "epochs": tr.epochs_completed, "last_loss": tr.last_loss, "corpus_paths": n_paths,
+            "paths_per_second": round(tr.paths_per_second, 1), "stopped_early": tr.stopped_early}
+
+
+# ---------------------------------------------------------------------------------- stages
+def pretrain_stage(config: Config, data: Dataset, ckpt_dir: Path) -> PretrainResult:
+    """Sample KG walks, train a fresh model on them, checkpoint into ``ckpt_dir``."""
+    vocab = Vocabulary.from_graph(data.graph, data.name)
+    sampling = PathSampleConfig.from_config(config)
+    tokens = stage_corpus(data, vocab, sampling, "pretrain")
+    logger.info("pretrain corpus: %d paths of up to %d tokens", tokens.shape[0], tokens.shape[1])
+    model_config = ModelConfig.from_config(config, vocab_size=vocab.size, n_positions=sampling.context_length)
+    model = KGGLM(model_config, torch.from_numpy(vocab.token_types()))
+    logger.info("model: %.2fM parameters", model.num_parameters() / 1e6)
+    tr = train(model, tokens, TrainConfig.from_config(config, "pretrain"), checkpoint_dir=ckpt_dir, vocab=vocab,
+               extra_meta=_meta(config, data))
+    logger.info("pretrained checkpoint: %s (final loss %.4f)", tr.last_checkpoint, tr.last_loss)
+    return PretrainResult(checkpoint=str(tr.last_checkpoint), train_stats=_train_stats(tr, tokens.shape[0]))
+
+
+def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathLike, run_dir: Path) -> FinetuneResult:
+    """Fine-tune from ``pre_model_path`` on user paths with validation early stopping, then test."""
+    vocab = Vocabulary.from_graph(data.graph, data.name)
+    tokens = stage_corpus(data, vocab, PathSampleConfig.from_config(config), "finetune")
+    logger.info("finetune corpus: %d user paths", tokens.shape[0])
+    model_config = ModelConfig.from_config(config, vocab_size=vocab.size, n_positions=tokens.shape[1])
+    model, _ = ckpt.load_pretrained_for_finetune(pre_model_path, vocab, model_config, device=config.device)
+    generation = PathGenerationConfig.from_config(config)
+    settings = EvalConfig.from_config(config)
+
+    def evaluate_fn(m: KGGLM) -> tuple[float, dict]:
+        ev = evaluate(m, data, "valid", settings, vocab=vocab, generation=generation)
+        return ev.score, ev.metrics
+
+    tr = train(model, tokens, TrainConfig.from_config(config, "finetune"), checkpoint_dir=run_dir / "checkpoint",
+               vocab=vocab, extra_meta=_meta(config, data), evaluate_fn=evaluate_fn)
+    best = tr.best_checkpoint or tr.last_checkpoint
+    ckpt.load_weights(model, best)
+    test = evaluate(model, data, "test", settings, vocab=vocab, generation=generation,
+                    show_progress=config["show_progress"])
+    result = FinetuneResult(checkpoint=str(best), best_valid_score=tr.best_score, best_valid_result=tr.best_metrics,
+                            test_result=test.metrics, history=tr.history,
+                            train_stats=_train_stats(tr, tokens.shape[0]), recommendations=test.recommendations)
+    if not distributed.is_main():  # [distributed] rank 0 alone exports (and explains)
+        return result
+    export = export_recommendations(model, data, vocab, config, test)
+    if config["export_recommendations"]:
+        path = write_recommendations(export, data, vocab, run_dir / RECOMMENDATIONS_FILE, config["relation_phrases"])
+        result.files["recommendations"] = str(path)
+    result.examples = explained(export, data, vocab, limit=config["show_examples"], k=min(5, settings.max_k),
+                                phrases=config["relation_phrases"])
+    return result
+
+
+def export_recommendations(model, data: Dataset, vocab: Vocabulary, config: Config, test: Evaluation) -> Recommendations:
+    """The test lists to export: the evaluated ones, or a separate decode when the export asks for
+    more items per user (``export_topk``/``paths_per_user``); the metrics never depend on it."""
+    generation = PathGenerationConfig.from_config(config)
+    want = max(int(config["export_topk"] or 0), int(generation.paths_per_user or 0))
+    if want <= test.recommendations.topk:
+        return test.recommendations
+    return recommend(model, data, test.recommendations.users, vocab=vocab, generation=generation, n_return=want,
+                     split="test", batch_size=config["eval_batch_size"])
+
+
+def baseline_stage(config: Config, data: Dataset, name: str | None = None) -> BaselineResult:
+    """Fit baseline ``name`` (default: the config's model) with validation early stopping, then
+    evaluate it on valid (its best state) and test, through the same evaluation as KGGLM."""
+    from kgglm.baselines import get_baseline
+
+    name = name or config.model
+    model = get_baseline(name)()
+    settings = EvalConfig.from_config(config)
+
+    def evaluate_fn(m) -> tuple[float, dict]:
+        ev = evaluate(m, data, "valid", settings)
+        return ev.score, ev.metrics
+
+    stats = model.fit(data, baseline_config(config, name), evaluate_fn=evaluate_fn)
+    return BaselineResult(name=name, valid_result=evaluate(model, data, "valid", settings).metrics,
+                          test_result=evaluate(model, data, "test", settings).metrics, train_stats=dict(stats or {}))
+
+
+def baseline_config(config: Config, name: str) -> Mapping:
+    """The config a baseline trains with: the run's, or, when the run is another model's (``kgglm run
+    --baselines=BPR``), the same data/evaluation keys over that baseline's own model defaults."""
+    if name == config.model:
+        return config
+    keep = {k: config[k] for k in ("seed", "device", "use_gpu", "show_progress", "data_path", "checkpoint_dir")}
+    return Config(name, config.dataset, config_dict={**keep, **_data_keys(config)})
+
+
+def _data_keys(config: Config) -> dict:
+    keys = ("USER_ID_FIELD", "ITEM_ID_FIELD", "HEAD_ENTITY_ID_FIELD", "RELATION_ID_FIELD", "TAIL_ENTITY_ID_FIELD",
+            "ENTITY_ID_FIELD", "TIME_FIELD", "benchmark_filename", "eval_args", "topk", "metrics", "valid_metric",
+            "eval_batch_size")
+    return {k: config[k] for k in keys}
+
+
+# ---------------------------------------------------------------------------------- from a checkpoint
+def resolve_model_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint to serve from ``path``: a checkpoint itself, a run directory (its best
+    checkpoint), a fine-tuning checkpoint folder (``best/``), or the newest checkpoint inside."""
+    p = Path(path)
+    for candidate in (p, p / "checkpoint" / "best", p / "best"):
+        if ckpt.is_checkpoint(candidate):
+            return candidate
+    if (p / "checkpoint").is_dir():
+        return ckpt.resolve_checkpoint(p / "checkpoint")
+    return ckpt.resolve_checkpoint(p)
+
+
+def load_for_inference(path, *, data_path=None, cmd_args: Iterable[str] | Mapping | None = None):
+    """``(model, vocab, data, config)`` rebuilt from a checkpoint directory alone."""
+    where = resolve_model_checkpoint(path)
+    info = ckpt.read_info(where)
+    stored = dict(info["meta"].get(CONFIG_META_KEY) or {})
+    if not stored:
+        raise ckpt.CheckpointError(f"{where / ckpt.CONFIG_FILE}: no field meta.{CONFIG_META_KEY} (the run config); "
+                                   "it was not written by kgglm train/run")
+    model_name, dataset = stored.pop("model", "KGGLM"), stored.pop("dataset")
+    stored.pop("preset", None)
+    dataset_path = info["meta"].get("dataset_path")
+    if data_path:
+        stored["data_path"] = str(data_path)
+    elif dataset_path and Path(dataset_path).is_dir():
+        stored["data_path"] = str(Path(dataset_path).parent)  # the folder that holds DATASET/
+    config = Config(model_name, dataset, config_dict=stored, cmd_args=cmd_args)
+    data = load_dataset_for(config)
+    model, vocab, _ = ckpt.load_checkpoint(where, device=config.device)
+    try:
+        vocab.check_dataset(data)
+    except ValueError as exc:
+        raise ckpt.CheckpointError(f"{where}: the dataset changed since training: {exc}") from None
+    logger.info("loaded %s (dataset %s)", where, dataset)
+    return model, vocab, data, config
+
+
+def evaluate_checkpoint(path, split: str = "test", *, data_path=None, cmd_args=None) -> dict:
+    """Metrics of a fine-tuned checkpoint on ``split`` (as in the run that trained it)."""
+    model, vocab, data, config = load_for_inference(path, data_path=data_path, cmd_args=cmd_args)
+    return evaluate(model, data, split, EvalConfig.from_config(config), vocab=vocab,
+                    generation=PathGenerationConfig.from_config(config)).metrics
+
+
+def recommend_for_users(model, vocab: Vocabulary, data: Dataset, config: Config, user_ids: Iterable[str],
+                        k: int = 10) -> list[dict]:
+    """Top-``k`` unseen items (not in train or valid) with explanation paths for original user ids."""
+    from kgglm.config import ConfigError
+
+    try:
+        users = data.user_index(np.array([str(u) for u in user_ids], dtype=object))
+    except KeyError as exc:
+        raise ConfigError(f"{exc.args[0]} in dataset {data.name} (ids are the {config['USER_ID_FIELD']} values "
+                          f"of its .inter file, e.g. {str(data.user_tokens[0])!r})") from None
+    recs = recommend(model, data, users, vocab=vocab, generation=PathGenerationConfig.from_config(config),
+                     n_return=int(k), split="test", batch_size=config["eval_batch_size"])
+    return explained(recs, data, vocab, phrases=config["relation_phrases"])
+
+
+def recommend_from_checkpoint(path, user_ids: Iterable[str], k: int = 10, *, data_path=None,
+                              cmd_args=None) -> list[dict]:
+    """:func:`recommend_for_users` from a checkpoint directory."""
+    model, vocab, data, config = load_for_inference(path, data_path=data_path, cmd_args=cmd_args)
+    return recommend_for_users(model, vocab, data, config, user_ids, k)

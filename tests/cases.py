@@ -1,0 +1,57 @@
+"""Shared test set-up (in the spirit of PyKEEN's ``tests/cases.py``): one tiny-model factory, the
+decoding and evaluation settings of the package defaults, and one independent reference
+implementation of the ranking metrics that tests compare the vectorised code against."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from kgglm.config import Config
+from kgglm.decode.generation import PathGenerationConfig
+from kgglm.evaluate.evaluator import EvalConfig
+from kgglm.model.gpt import KGGLM, ModelConfig
+from kgglm.paths.vocab import Vocabulary
+
+
+def make_model(vocab: Vocabulary, *, n_positions: int = 9, embedding_size: int = 32, num_heads: int = 2,
+               num_layers: int = 2, dropout: float = 0.0, use_kg_token_types: bool = True,
+               initializer_range: float = 0.02, seed: int = 0) -> KGGLM:
+    """A small KGGLM over ``vocab`` (seeded, so two calls with the same arguments are identical)."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(vocab_size=vocab.size, n_positions=n_positions, embedding_size=embedding_size,
+                      num_heads=num_heads, num_layers=num_layers, dropout=dropout,
+                      use_kg_token_types=use_kg_token_types, initializer_range=initializer_range)
+    return KGGLM(cfg, torch.as_tensor(vocab.token_types()))
+
+
+def generation(**overrides) -> PathGenerationConfig:
+    """The package's default decoding settings with ``overrides`` (e.g. ``num_beams=6``)."""
+    return PathGenerationConfig.from_config(Config(), **overrides)
+
+
+def eval_settings(topk: Sequence[int] = (10,), metrics: Sequence[str] = ("Recall", "MRR", "NDCG", "Hit", "Precision"),
+                  eval_batch_size: int = 16) -> EvalConfig:
+    """Evaluation settings with NDCG@max(topk) as the validation metric."""
+    return EvalConfig(topk=tuple(sorted(topk)), metrics=tuple(metrics), valid_metric=f"NDCG@{max(topk)}",
+                      eval_batch_size=eval_batch_size)
+
+
+def reference_metrics(ranked: Iterable[Sequence[int]], relevant: Iterable[set], k: int) -> dict[str, float]:
+    """Recall/Precision/Hit/MRR/NDCG@k averaged over users, written plainly (one user at a time)."""
+    sums = dict.fromkeys(("recall", "precision", "hit", "mrr", "ndcg"), 0.0)
+    n = 0
+    for items, rel in zip(ranked, relevant):
+        top = [i for i in list(items)[:k]]
+        hits = [r for r, i in enumerate(top) if i in rel and i >= 0]
+        sums["recall"] += len(hits) / len(rel)
+        sums["precision"] += len(hits) / k
+        sums["hit"] += 1.0 if hits else 0.0
+        sums["mrr"] += 1.0 / (hits[0] + 1) if hits else 0.0
+        dcg = sum(1.0 / math.log2(r + 2) for r in hits)
+        idcg = sum(1.0 / math.log2(r + 2) for r in range(min(len(rel), k)))
+        sums["ndcg"] += dcg / idcg
+        n += 1
+    return {f"{name}@{k}": value / max(n, 1) for name, value in sums.items()}
