@@ -31,7 +31,7 @@ from kgglm.decode.generation import PathGenerationConfig
 from kgglm.decode.recommend import make_constraint
 from kgglm.evaluate import EvalConfig, evaluate
 from kgglm.model.gpt import KGGLM, ModelConfig
-from kgglm.paths.vocab import BOS, RELATION_OFFSET, Vocabulary
+from kgglm.paths.vocab import RELATION_OFFSET, Vocabulary
 
 
 class HopwiseStyleProcessor:

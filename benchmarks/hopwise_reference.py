@@ -29,7 +29,8 @@ time and peak RSS, then trains for --train-seconds and saves the weights to <wor
 `finetune` builds the fine-tuning corpus (user paths), optionally trains, then runs hopwise's
 evaluation step (constrained group beam search + sequence scoring + metric collection) on the
 first --eval-batches batches of test users. `sample-users` times hopwise's per-user path sampler on
-a few users (KGGLM's default 'simple-ui' corpus is far too large to build here) and extrapolates. The process aborts itself when its RSS passes
+a few users (KGGLM's default 'simple-ui' corpus is far too large to build here) and extrapolates.
+The process aborts itself when its RSS passes
 --max-rss-gib (hopwise allocates a dense nodes x nodes relation map).
 """
 

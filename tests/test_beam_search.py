@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cases import generation, make_model
 from kgglm.data.dataset import build_graph
+from kgglm.data.dataset import items_csr as excluded_items_csr
 from kgglm.data.synthetic import make_synthetic_dataset
 from kgglm.decode.beam_search import beam_search
-from cases import generation, make_model
-from kgglm.data.dataset import items_csr as excluded_items_csr
 from kgglm.decode.constraints import GraphConstraint
 from kgglm.paths.vocab import BOS, PAD, RELATION_OFFSET, Vocabulary
 
@@ -108,7 +108,8 @@ def test_sparse_and_dense_paths_agree(bigger):
     ds, vocab, c, _ = bigger
     model = tiny_model(vocab, init=0.5, seed=5)
     a = beam_search(model, c, np.arange(10), generation(num_beams=6), n_return=10, return_item_scores=True, sparse=True)
-    b = beam_search(model, c, np.arange(10), generation(num_beams=6), n_return=10, return_item_scores=True, sparse=False)
+    b = beam_search(model, c, np.arange(10), generation(num_beams=6), n_return=10, return_item_scores=True,
+                    sparse=False)
     assert torch.equal(a.items, b.items)
     assert torch.allclose(a.scores, b.scores, atol=1e-4)
     fa, fb = torch.isfinite(a.item_scores), torch.isfinite(b.item_scores)
@@ -119,7 +120,8 @@ def test_sampling_gives_legal_paths(bigger):
     ds, vocab, c, csr = bigger
     model = tiny_model(vocab, init=0.5)
     gen = torch.Generator().manual_seed(0)
-    out = beam_search(model, c, np.arange(8), generation(num_beams=6, do_sample=True, top_k=5, top_p=0.9, temperature=1.5), n_return=5, generator=gen)
+    sampling = generation(num_beams=6, do_sample=True, top_k=5, top_p=0.9, temperature=1.5)
+    out = beam_search(model, c, np.arange(8), sampling, n_return=5, generator=gen)
     check_paths(out, ds.graph, vocab, csr)
     assert (out.items >= 0).all()
 

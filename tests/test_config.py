@@ -7,8 +7,15 @@ import re
 import pytest
 import yaml
 
-from kgglm.config import (CONFIG_ROOT, OVERALL_FILE, Config, ConfigError, markdown_table, parse_cmd_args,
-                          parse_defaults_doc)
+from kgglm.config import (
+    CONFIG_ROOT,
+    OVERALL_FILE,
+    Config,
+    ConfigError,
+    markdown_table,
+    parse_cmd_args,
+    parse_defaults_doc,
+)
 
 
 def write(path, text: str):

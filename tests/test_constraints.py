@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from kgglm.data.synthetic import make_synthetic_dataset
 from kgglm.data.dataset import items_csr as excluded_items_csr
+from kgglm.data.synthetic import make_synthetic_dataset
 from kgglm.decode.constraints import GraphConstraint
 from kgglm.paths.vocab import BOS, RELATION_OFFSET, Vocabulary
 

@@ -26,8 +26,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import yaml
-from atomic_helpers import TINY, write_atomic_dataset
 
+from atomic_helpers import TINY, write_atomic_dataset
 from kgglm import distributed
 from kgglm.config import Config
 from kgglm.data.synthetic import make_synthetic_dataset

@@ -152,7 +152,8 @@ def test_conversion_follows_hops(tmp_path):
     ({k: v for k, v in KB4REC.items() if k != "relation.kg"}, r"MovieLens-KG.zip: relation.kg missing"),
     ({**KB4REC, "hop1.kg": "m.a\tfilm.film.actor\n"}, r"MovieLens-KG.zip:hop1.kg: 2 tab-separated values"),
     ({**KB4REC, "hop1.kg": "m.a\tr\tm.b\nm.c\tr\n"}, r"MovieLens-KG.zip:hop1.kg: data row 2 has fewer than 3"),
-    ({**KB4REC, "hop1.kg": "m.a\tr\tm.b\tm.c\n"}, r"MovieLens-KG.zip:hop1.kg: 4 tab-separated values per line, expected 3"),
+    ({**KB4REC, "hop1.kg": "m.a\tr\tm.b\tm.c\n"},
+     r"MovieLens-KG.zip:hop1.kg: 4 tab-separated values per line, expected 3"),
     ({**KB4REC, "hop1.kg": "m.a\tr\tm.b\nm.a\tr\tm.b\tm.c\n"}, r"MovieLens-KG.zip:hop1.kg: cannot parse"),
     ({**KB4REC, "link.kg": "77\tm.a\n"}, r"none of the 3 items of .*ml-100k.inter is in link.kg"),
 ])

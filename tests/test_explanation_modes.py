@@ -102,3 +102,45 @@ def test_path_log_probs_reproduce_beam_scores(setup):
     shown = best.items >= 0
     got = path_log_probs(model, c, torch.as_tensor(best.paths[shown])).numpy()
     np.testing.assert_allclose(got, best.scores[shown], rtol=1e-4, atol=1e-4)
+
+
+def test_post_processing_keeps_ranking_and_trades_probability(setup):
+    """SIGIR 2022 post-processing: alpha=0 shows the most probable path; any alpha keeps the ranking
+    and shows decoded, valid paths; alpha=1 picks, per item, the candidate with the best
+    LIR + SEP + new-type objective (checked against a plain re-computation for one user)."""
+    from kgglm.data.explanation_tables import ExplanationTables
+    from kgglm.decode.postprocess import select_explanations
+
+    ds, vocab, _ = setup
+    best = rec(setup)
+    zero = rec(setup, explanation="post", explanation_alpha=0.0, explanation_candidates=4)
+    one = rec(setup, explanation="post", explanation_alpha=1.0, explanation_candidates=4)
+    for r in (zero, one):
+        assert np.array_equal(r.items, best.items) and np.allclose(r.scores, best.scores)
+        assert path_quality(r, ds, vocab)["valid_paths"] == 1.0
+    assert np.array_equal(zero.paths, best.paths)
+    assert (one.paths != best.paths).any()
+    # the selection rule on hand-made candidates: two items, two candidates each
+    tables = ExplanationTables.from_dataset(ds)
+    u = int(ds.eval_users("test")[0])
+    train = ds.splits["train"]
+    own = train.items[train.users == u][:2]
+    off, ui = vocab.node_offset, RELATION_OFFSET
+    ent = ds.n_users + ds.n_items  # first entity node
+    item = lambda i: off + ds.n_users + int(i)  # noqa: E731
+    paths = np.array([[[off + u, ui, item(own[0]), ui + 1, off + ent, ui + 1, item(5)],
+                       [off + u, ui, item(own[1]), ui + 2, off + ent + 1, ui + 2, item(5)]],
+                      [[off + u, ui, item(own[0]), ui + 1, off + ent, ui + 1, item(6)],
+                       [off + u, ui, item(own[1]), ui + 2, off + ent + 1, ui + 2, item(6)]]])[None]
+    scores = np.array([[[-1.0, -3.0], [-2.0, -2.5]]])
+    chosen, _ = select_explanations(np.array([u]), paths, scores, alpha=1.0, tables=tables, node_offset=off)
+    expected, used = [], set()
+    for j in range(2):  # plain re-computation of the greedy objective
+        objs = []
+        for c in range(2):
+            l_item, shared, ptype = own[c], ent + c, 1 + c
+            objs.append(tables.lir(u, l_item) + tables.sep[shared] + (ptype not in used))
+        pick = int(np.argmax(objs))
+        used.add(1 + pick)
+        expected.append(pick)
+    assert [int(np.flatnonzero((paths[0, j] == chosen[0, j]).all(-1))[0]) for j in range(2)] == expected

@@ -6,10 +6,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-from kgglm.data.synthetic import make_synthetic_dataset
 from cases import generation, make_model
+from kgglm.data.synthetic import make_synthetic_dataset
 from kgglm.decode.explain import explain
 from kgglm.decode.recommend import read_recommendations, recommend, write_recommendations
 from kgglm.paths.vocab import RELATION_OFFSET, Vocabulary

@@ -89,7 +89,7 @@ def small_kg() -> CollaborativeGraph:
     """2 users, 3 items, 3 entities. E0 links all items, E1 only I0 (a leaf), E2 unused (isolated);
     I2 has no KG edge; I0 and I1 are also linked by an item-item relation."""
     u, i, e = 2, 3, 3
-    I = lambda k: u + k  # noqa: E731
+    I = lambda k: u + k  # noqa: E731, E741
     E = lambda k: u + i + k  # noqa: E731
     heads = [0, 0, 1, 1, I(0), I(1), I(0), I(0)]
     rels = [0, 0, 0, 0, 1, 1, 2, 3]

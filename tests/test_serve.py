@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from atomic_helpers import TINY, write_atomic_dataset
 
 httpx = pytest.importorskip("httpx")
@@ -155,7 +156,8 @@ def test_history_items_and_search(client, engine):
     u = engine.user_index(user)
     h = client.get(f"/users/{user}/history").json()
     train = ds.splits["train"]
-    assert sorted(x["item"] for x in h["items"]) == sorted(str(ds.item_tokens[i]) for i in train.items[train.users == u])
+    expected = sorted(str(ds.item_tokens[i]) for i in train.items[train.users == u])
+    assert sorted(x["item"] for x in h["items"]) == expected
     assert h["n_items"] == len(h["items"]) > 0
     item = h["items"][0]["item"]
     info = client.get(f"/items/{item}").json()

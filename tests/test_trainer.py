@@ -78,11 +78,14 @@ def corpus():
     return ds, vocab, tokens
 
 
+LATE_KEYS = ("micro_batch_size", "compile")  # config keys with a (matching) default in TrainConfig
+
+
 def test_config_takes_every_value_from_the_resolved_config():
     changed = {"learning_rate": 0.5, "weight_decay": 0.2, "warmup_steps": 3, "clip_grad_norm": 0.0,
                "train_batch_size": 5, "eval_batch_size": 6, "pretrain_epochs": 7, "epochs": 8, "save_step": 9,
                "eval_step": 2, "stopping_step": 0, "seed": 11, "typed_output": False, "show_progress": False,
-               "resume": True, "device": "cpu"}
+               "resume": True, "device": "cpu", "micro_batch_size": 2, "compile": True}
     cfg = Config(config_dict=changed)
     pre, fine = TrainConfig.from_config(cfg, "pretrain"), TrainConfig.from_config(cfg, "finetune")
     assert (pre.stage, pre.epochs, fine.stage, fine.epochs) == ("pretrain", 7, "finetune", 8)
@@ -91,6 +94,9 @@ def test_config_takes_every_value_from_the_resolved_config():
             continue
         if f.default is dataclasses.MISSING:
             assert f.name in DEFAULTS, f"{f.name} is not a config key"
+            assert getattr(fine, f.name) == changed[f.name], f.name
+        elif f.name in LATE_KEYS:  # config keys added later: a default for by-hand TrainConfigs, the same
+            assert f.default == DEFAULTS[f.name], f"TrainConfig.{f.name} default differs from overall.yaml"
             assert getattr(fine, f.name) == changed[f.name], f.name
         elif f.name != "device":  # device: the resolved torch device, not the raw key
             assert f.name not in DEFAULTS, f"config key {f.name} has a second default in TrainConfig"
@@ -360,3 +366,16 @@ def test_typed_output_rejects_a_corpus_of_another_shape(tmp_path):
                 checkpoint_dir=tmp_path / "untyped", vocab=vocab)
     assert res.step == 2
 
+
+
+def test_micro_batches_accumulate_to_the_same_step(corpus, tmp_path):
+    """micro_batch_size splits a batch into passes whose gradients add up to the whole batch's (the
+    loss of each pass is weighted by its share of the rows), so training follows the same path."""
+    _, vocab, tokens = corpus
+    whole, split = tiny_model(vocab), tiny_model(vocab)
+    train(whole, tokens, config(max_steps=6), checkpoint_dir=tmp_path / "whole", vocab=vocab)
+    train(split, tokens, config(max_steps=6, micro_batch_size=5), checkpoint_dir=tmp_path / "split", vocab=vocab)
+    for a, b in zip(whole.parameters(), split.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)  # equal but for the order of float sums
+    moved = tiny_model(vocab)
+    assert any(not torch.equal(a, b) for a, b in zip(moved.parameters(), split.parameters()))

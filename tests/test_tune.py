@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from atomic_helpers import TINY, write_atomic_dataset
 
+from atomic_helpers import TINY, write_atomic_dataset
 from kgglm.config import Config, ConfigError
 from kgglm.quick_start import run_kgglm
 from kgglm.tune import (
@@ -146,9 +146,12 @@ def test_tpe_respects_bounds_and_log_scale(tmp_path):
 def test_shared_storage_continues_a_study(tmp_path):
     params = parse_params_text("dropout uniform 0.0,0.3\n")
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    objective = lambda cfg: (cfg["dropout"], {})
-    first = tune(params, n_trials=2, config_dict=FT, storage=url, study_name="s", out_dir=tmp_path / "a", objective_fn=objective)
-    second = tune(params, n_trials=2, config_dict=FT, storage=url, study_name="s", out_dir=tmp_path / "b", objective_fn=objective)
+    def objective(cfg):
+        return cfg["dropout"], {}
+
+    kw = dict(n_trials=2, config_dict=FT, storage=url, study_name="s", objective_fn=objective)
+    first = tune(params, out_dir=tmp_path / "a", **kw)
+    second = tune(params, out_dir=tmp_path / "b", **kw)
     assert len(first.trials) == 2 and len(second.trials) == 4  # the second process sees the first's trials
     assert second.best_value == max(t["NDCG@10"] for t in second.trials)
 
@@ -198,7 +201,8 @@ def test_failing_trials_are_pruned_with_their_reason_and_the_study_goes_on(tmp_p
     assert by[(64, 2)]["error"] == "RuntimeError: CUDA out of memory"
     assert "error" not in by[(48, 2)]
     assert res.best_value == 0.48 and res.best_params["embedding_size"] == 48
-    rows = {(r["param:embedding_size"], r["param:num_heads"]): r for r in csv.DictReader(Path(res.files["trials_csv"]).read_text().splitlines())}
+    table = csv.DictReader(Path(res.files["trials_csv"]).read_text().splitlines())
+    rows = {(r["param:embedding_size"], r["param:num_heads"]): r for r in table}
     assert rows[("64", "3")]["error"].startswith("ConfigError") and rows[("64", "3")]["NDCG@10"] == ""
     assert "CUDA out of memory" in caplog.text and "trial" in caplog.text
     long = [{"number": 0, "state": "PRUNED", "error": "ConfigError: " + "x" * 200}]

@@ -268,7 +268,9 @@ def format_examples(examples: list[dict]) -> str:
     for ex in examples:
         lines.append(f"user {ex['user']}:")
         for rec in ex["recommendations"]:
-            lines.append(f"  {rec['rank']:>2}. {rec['item_name']}  (score {rec['score']:.3f})")
+            path_score = rec.get("path_score")
+            shown = f"; path {path_score:.3f}" if path_score is not None and abs(path_score - rec["score"]) > 1e-6 else ""
+            lines.append(f"  {rec['rank']:>2}. {rec['item_name']}  (score {rec['score']:.3f}{shown})")
             if rec.get("explanation"):
                 lines.append(f"      {rec['explanation']}")
         if not ex["recommendations"]:

@@ -301,7 +301,8 @@ class Config(Mapping):
         if isinstance(hop, int):
             v["path_sample_args"]["pretrain_hop_length"] = hop = [hop, hop]
         if len(hop) != 2 or not 1 <= int(hop[0]) <= int(hop[1]):
-            raise ConfigError(f"path_sample_args.pretrain_hop_length must be [min, max] with 1 <= min <= max, got {hop}")
+            raise ConfigError("path_sample_args.pretrain_hop_length must be [min, max] with 1 <= min <= max, "
+                              f"got {hop}")
 
     # ------------------------------------------------------------------ mapping access
     def __getitem__(self, key: str) -> Any:
@@ -373,7 +374,8 @@ class Config(Mapping):
         return path
 
     def __str__(self) -> str:
-        lines = [f"model: {self.model}  dataset: {self.dataset}" + (f"  preset: {self['preset']}" if self["preset"] else "")]
+        preset = f"  preset: {self['preset']}" if self["preset"] else ""
+        lines = [f"model: {self.model}  dataset: {self.dataset}" + preset]
         for sec in self.sections():
             lines.append(f"[{sec}]")
             for key, value in self.section(sec).items():

@@ -32,9 +32,17 @@ from kgglm import distributed
 from kgglm.config import Config, ConfigError
 from kgglm.logging_utils import log_to_file
 from kgglm.runs import make_run_dir, seed_everything
-from kgglm.tasks.recommendation import (PRETRAIN_DIR, BaselineResult, FinetuneResult, baseline_stage,
-                                        evaluate_checkpoint, finetune_stage, load_dataset_for, pretrain_stage,
-                                        recommend_from_checkpoint)
+from kgglm.tasks.recommendation import (
+    PRETRAIN_DIR,
+    BaselineResult,
+    FinetuneResult,
+    baseline_stage,
+    evaluate_checkpoint,
+    finetune_stage,
+    load_dataset_for,
+    pretrain_stage,
+    recommend_from_checkpoint,
+)
 
 __all__ = ["RunResult", "evaluate_checkpoint", "recommend_from_checkpoint", "run", "run_kgglm", "run_pipeline"]
 

@@ -301,7 +301,8 @@ def tune(
                      "; ".join(f"{n}x {r}" for r, n in reasons.most_common()))
     best_params = {p.name: _from_label(p, best.params[p.name]) for p in params} if best else {}
     result = TuneResult(best_params, best.value if best else None, trials)
-    out = Path(out_dir) if out_dir else Path(base["checkpoint_dir"]) / f"tune-{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(out_dir) if out_dir else Path(base["checkpoint_dir"]) / f"tune-{model}-{dataset}-{stamp}"
     result.out_dir = out
     result.files = save_trials(result, out)
     return result

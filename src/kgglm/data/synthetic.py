@@ -94,14 +94,14 @@ KIND_RELATIONS = {"genre": "has_genre", "actor": "starring", "director": "direct
 def make_knowledge_dataset(
     n_users: int = 600,
     n_items: int = 1000,
-    n_genres: int = 18,
-    n_actors: int = 400,
-    n_directors: int = 150,
+    n_genres: int = 12,
+    n_actors: int = 150,
+    n_directors: int = 60,
     genres_per_item: int = 2,
     actors_per_item: int = 3,
-    liked_values: int = 4,
-    interactions_per_user: int = 30,
-    signal_share: float = 0.7,
+    liked_values: int = 2,
+    interactions_per_user: int = 40,
+    signal_share: float = 0.8,
     popularity_skew: float = 1.0,
     seed: int = 2024,
     split: tuple[float, float, float] = (0.8, 0.1, 0.1),
@@ -113,10 +113,12 @@ def make_knowledge_dataset(
     uniformly. Every item also has a popularity weight ``1 / rank^popularity_skew`` (ranks in random
     order). Each user likes ``liked_values`` attribute values drawn uniformly from all genres, actors
     and directors, and draws ``interactions_per_user`` distinct items: ``round(signal_share * n)`` of
-    them among the items having a liked value (popularity-weighted; fewer when the user's liked
+    them uniformly among the items having a liked value (fewer when the user's liked
     values cover fewer items, so ``signal_share=1`` means every interaction matches), the rest from
-    all items by popularity (noise, which may match by chance). Defaults give about 18k
+    all items by popularity (noise, which may match by chance). Defaults give about 24k
     interactions, 1,000 items and 6,000 triples: ml-100k-like density, a few minutes of KGGLM.
+    With them, KGItemKNN > BPR > Pop on test NDCG@10 (each value is liked by about 5 users, too
+    few for collaborative filtering to recover the attribute groups that the KG states outright).
 
     The interactions are split per user in random order with ``split`` ratios and ``seed`` (the
     loader's RS split, so ``kgglm run`` with the same seed and ratios sees the same split). Items no
@@ -167,7 +169,8 @@ def knowledge_tables(*, n_users: int, n_items: int, n_genres: int, n_actors: int
     for u in range(n_users):
         liked = rng.choice(n_values, size=min(liked_values, n_values), replace=False)
         pool = np.flatnonzero(has_value[:, liked].any(axis=1))
-        signal = _weighted_sample(rng, pool, popularity[pool], min(n_signal, len(pool)))
+        # uniform within the liked pool: the signal is the attribute, not the item's popularity
+        signal = rng.choice(pool, size=min(n_signal, len(pool)), replace=False).astype(np.int64)
         rest = np.setdiff1d(np.arange(n_items), signal)
         noise = _weighted_sample(rng, rest, popularity[rest], interactions_per_user - n_signal)
         chosen = rng.permutation(np.concatenate([signal, noise]))  # signal and noise interleaved in time

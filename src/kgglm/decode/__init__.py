@@ -4,8 +4,13 @@ from kgglm.decode.beam_search import BeamSearchOutput, beam_search
 from kgglm.decode.constraints import GraphConstraint
 from kgglm.decode.explain import explain, explained, path_strings
 from kgglm.decode.generation import PathGenerationConfig
-from kgglm.decode.recommend import (Recommendations, make_constraint, read_recommendations, recommend,
-                                    write_recommendations)
+from kgglm.decode.recommend import (
+                                    Recommendations,
+                                    make_constraint,
+                                    read_recommendations,
+                                    recommend,
+                                    write_recommendations,
+)
 
 __all__ = ["BeamSearchOutput", "GraphConstraint", "PathGenerationConfig", "Recommendations", "beam_search",
            "explain", "explained", "make_constraint", "path_strings", "read_recommendations", "recommend",

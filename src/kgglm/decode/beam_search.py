@@ -47,6 +47,8 @@ class BeamSearchOutput:
     item_scores: torch.Tensor | None = None  # [B, n_items], -inf for unreached items
     stats: dict = field(default_factory=dict)
     path_scores: torch.Tensor | None = None  # [B, K] log-prob of the shown path, when it is not the best one
+    candidate_paths: torch.Tensor | None = None  # [B, K, M, 2H+1] the M most probable decoded paths per item
+    candidate_scores: torch.Tensor | None = None  # [B, K, M] their log-probabilities (-inf: fewer paths)
 
 
 def _filter_top_k_top_p(logp: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -136,7 +138,7 @@ def _empty_output(users, n_return, n_items, width, return_item_scores) -> BeamSe
 @torch.inference_mode()
 def _search(model, constraint: GraphConstraint, users: torch.Tensor, gen: PathGenerationConfig, *, num_beams: int,
             n_return: int, return_item_scores: bool, generator: torch.Generator | None,
-            sparse: bool = True, targets: torch.Tensor | None = None) -> BeamSearchOutput:
+            sparse: bool = True, targets: torch.Tensor | None = None, n_candidates: int = 1) -> BeamSearchOutput:
     """One beam-search pass with a fixed beam width (see module docstring).
 
     Each step works on the legal ``(row, token)`` pairs: per user, the candidates of all its beams
@@ -236,9 +238,31 @@ def _search(model, constraint: GraphConstraint, users: torch.Tensor, gen: PathGe
     pair = best_pair.view(b, n_items).gather(1, top_items)
     paths = torch.cat([seqs[rows[pair]][..., 1:], toks[pair].unsqueeze(-1)], dim=-1)  # drop [BOS]
     paths = torch.where(found.unsqueeze(-1), paths, torch.full_like(paths, PAD))
-    return BeamSearchOutput(users=users, items=torch.where(found, top_items, -1), scores=top_scores,
-                            paths=paths, n_found=n_found, exhaustive=exhaustive,
-                            item_scores=best if return_item_scores else None)
+    out = BeamSearchOutput(users=users, items=torch.where(found, top_items, -1), scores=top_scores,
+                           paths=paths, n_found=n_found, exhaustive=exhaustive,
+                           item_scores=best if return_item_scores else None)
+    if n_candidates > 1:
+        out.candidate_paths, out.candidate_scores = _candidates(seqs, rows, toks, key, path_lp, top_items, found,
+                                                                n_items, n_candidates)
+    return out
+
+
+def _candidates(seqs, rows, toks, key, path_lp, top_items, found, n_items: int, m: int):
+    """The ``m`` most probable decoded paths of each returned (user, item): the final pairs sorted by
+    (user-item key, log-prob descending), then a window of ``m`` from each target key's first pair."""
+    b = top_items.shape[0]
+    by_score = torch.argsort(path_lp, descending=True, stable=True)
+    order = by_score[torch.argsort(key[by_score], stable=True)]
+    sorted_keys = key[order]
+    want = torch.arange(b, device=key.device).unsqueeze(1) * n_items + top_items  # [B, K]
+    start = torch.searchsorted(sorted_keys, want)
+    end = torch.searchsorted(sorted_keys, want, right=True)
+    pos = start.unsqueeze(-1) + torch.arange(m, device=key.device)  # [B, K, m]
+    valid = (pos < end.unsqueeze(-1)) & found.unsqueeze(-1)
+    pair = order[pos.clamp(max=order.shape[0] - 1)]
+    paths = torch.cat([seqs[rows[pair]][..., 1:], toks[pair].unsqueeze(-1)], dim=-1)
+    paths = torch.where(valid.unsqueeze(-1), paths, torch.full_like(paths, PAD))
+    return paths, torch.where(valid, path_lp[pair], NEG_INF)
 
 
 @torch.inference_mode()
@@ -293,7 +317,7 @@ def item_paths(model, constraint: GraphConstraint, users, items: torch.Tensor, g
 @torch.inference_mode()
 def beam_search(model, constraint: GraphConstraint, users, generation: PathGenerationConfig, *, n_return: int,
                 return_item_scores: bool = False, generator: torch.Generator | None = None,
-                sparse: bool = True) -> BeamSearchOutput:
+                sparse: bool = True, n_candidates: int = 1) -> BeamSearchOutput:
     """Constrained beam search for a batch of users; ``n_return`` distinct unseen items each.
 
     Args:
@@ -308,6 +332,8 @@ def beam_search(model, constraint: GraphConstraint, users, generation: PathGener
         sparse: score only legal tokens through the model's ``hidden_states``/``output_embeddings``
             when it has them (same results as the dense ``LogitsProcessor`` path, much less work);
             sampling always uses the dense path (its top-k/top-p warpers are dense).
+        n_candidates: also return the ``n_candidates`` most probable decoded paths of each returned
+            item (explanation post-processing picks among them).
     """
     if n_return < 1:
         raise ValueError(f"n_return must be >= 1, got {n_return}")
@@ -321,7 +347,8 @@ def beam_search(model, constraint: GraphConstraint, users, generation: PathGener
     users = torch.as_tensor(users, dtype=torch.long, device=constraint.device).reshape(-1)
     if users.numel() and (users.min() < 0 or users.max() >= constraint.graph.n_users):
         raise ValueError(f"user index out of range [0, {constraint.graph.n_users})")
-    args = dict(n_return=n_return, return_item_scores=return_item_scores, generator=generator, sparse=sparse)
+    args = dict(n_return=n_return, return_item_scores=return_item_scores, generator=generator, sparse=sparse,
+                n_candidates=n_candidates)
     out = _search(model, constraint, users, generation, num_beams=generation.num_beams, **args)
     cap = generation.max_num_beams or max(64 * generation.num_beams, 1024)
     widened, beams = 0, generation.num_beams
@@ -331,7 +358,8 @@ def beam_search(model, constraint: GraphConstraint, users, generation: PathGener
         idx = short.nonzero().squeeze(1)
         sub = _search(model, constraint, users[idx], generation, num_beams=beams, **args)
         widened += idx.numel()
-        for name in ("items", "scores", "paths", "n_found", "exhaustive", "item_scores"):
+        for name in ("items", "scores", "paths", "n_found", "exhaustive", "item_scores", "candidate_paths",
+                     "candidate_scores"):
             full = getattr(out, name)
             if full is not None:
                 full[idx] = getattr(sub, name)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 RANKINGS = ("logprob", "cumulative", "marginal")
-EXPLANATIONS = ("best", "knowledge")
+EXPLANATIONS = ("best", "knowledge", "post")
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class PathGenerationConfig:
     ranking: str
     explanation: str
     explanation_num_beams: int
+    explanation_alpha: float
+    explanation_candidates: int
     knowledge_only: bool
     avoid_relations: tuple[str, ...]
     max_num_beams: int | None = None  # not a config key: cap on widening, default max(64 * num_beams, 1024)
@@ -58,6 +60,10 @@ class PathGenerationConfig:
             raise bad("explanation", f"one of {EXPLANATIONS}")
         if self.explanation_num_beams < 1:
             raise bad("explanation_num_beams", "a positive integer")
+        if not 0.0 <= self.explanation_alpha <= 1.0:
+            raise bad("explanation_alpha", "in [0, 1]")
+        if self.explanation_candidates < 1:
+            raise bad("explanation_candidates", "a positive integer")
         if self.max_num_beams is not None and self.max_num_beams < self.num_beams:
             raise bad("max_num_beams", f">= num_beams ({self.num_beams})")
 

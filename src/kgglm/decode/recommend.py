@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kgglm.data.explanation_tables import ExplanationTables
 from kgglm.decode.beam_search import beam_search, item_paths, path_log_probs
-from kgglm.decode.explain import explain, path_strings
 from kgglm.decode.constraints import GraphConstraint
+from kgglm.decode.explain import explain, path_strings
 from kgglm.decode.generation import PathGenerationConfig
+from kgglm.decode.postprocess import select_explanations
 from kgglm.paths.vocab import PAD, RELATION_OFFSET, Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -96,7 +98,8 @@ def recommend(model, dataset, users, *, vocab: Vocabulary, generation: PathGener
         constraint = make_constraint(dataset, vocab, split=split, hop_length=generation.path_hop_length,
                                      device=device, knowledge_only=generation.knowledge_only)
     explainers = _knowledge_constraints(dataset, vocab, split, generation, device) \
-        if generation.explanation == "knowledge" else []
+        if generation.explanation in ("knowledge", "post") else []
+    n_candidates = generation.explanation_candidates if generation.explanation == "post" else 1
     users = np.asarray(users, dtype=np.int64).reshape(-1)
     was_training = getattr(model, "training", False)
     model.eval()
@@ -108,11 +111,14 @@ def recommend(model, dataset, users, *, vocab: Vocabulary, generation: PathGener
     try:
         for start in batches:
             out = beam_search(model, constraint, users[start:start + batch_size], generation,
-                              n_return=n_return, return_item_scores=return_item_scores)
+                              n_return=n_return, return_item_scores=return_item_scores, n_candidates=n_candidates)
             with torch.inference_mode():
                 out.path_scores = out.scores.clone()
+            best = (out.paths.clone(), out.path_scores.clone())
             for explainer in explainers:  # knowledge paths replace the shown path, never the ranking
                 _explain_through_knowledge(model, explainer, out, generation, constraint)
+            if generation.explanation == "post":
+                _post_process(out, best, dataset, vocab, generation.explanation_alpha)
             parts.append(out)
     finally:
         if was_training:
@@ -134,6 +140,24 @@ def recommend(model, dataset, users, *, vocab: Vocabulary, generation: PathGener
         item_scores=cat("item_scores", (0, n_items), np.float32) if return_item_scores else None,
         path_scores=cat("path_scores", (0, k), np.float32),
     )
+
+
+def _post_process(out, best: tuple[torch.Tensor, torch.Tensor], dataset, vocab: Vocabulary, alpha: float) -> None:
+    """SIGIR 2022 re-selection (:mod:`kgglm.decode.postprocess`) among the item's decoded candidates and
+    its knowledge path (already in ``out.paths`` when one was found); writes ``out.paths``/``path_scores``."""
+    if "explanation_tables" not in dataset._cache:
+        dataset._cache["explanation_tables"] = ExplanationTables.from_dataset(dataset)
+    cand_paths, cand_scores = out.candidate_paths.cpu().numpy(), out.candidate_scores.cpu().numpy()
+    knowledge = (out.paths != best[0]).any(-1).cpu().numpy()  # items whose knowledge path is new
+    kg_path = out.paths.cpu().numpy()[:, :, None]
+    kg_score = np.where(knowledge, out.path_scores.cpu().numpy(), -np.inf)[:, :, None]
+    paths, scores = select_explanations(out.users.cpu().numpy(), np.concatenate([cand_paths, kg_path], axis=2),
+                                        np.concatenate([cand_scores, kg_score], axis=2), alpha=alpha,
+                                        tables=dataset._cache["explanation_tables"], node_offset=vocab.node_offset)
+    found = np.isfinite(scores)
+    out.paths = torch.where(torch.as_tensor(found).unsqueeze(-1), torch.as_tensor(paths), out.paths.cpu())
+    out.path_scores = torch.where(torch.as_tensor(found), torch.as_tensor(scores, dtype=torch.float32),
+                                  out.path_scores.cpu())
 
 
 def _knowledge_constraints(dataset, vocab, split, generation, device) -> list[GraphConstraint]:

@@ -142,7 +142,8 @@ def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathL
     return result
 
 
-def export_recommendations(model, data: Dataset, vocab: Vocabulary, config: Config, test: Evaluation) -> Recommendations:
+def export_recommendations(model, data: Dataset, vocab: Vocabulary, config: Config,
+                           test: Evaluation) -> Recommendations:
     """The test lists to export: the evaluated ones, or a separate decode when the export asks for
     more items per user (``export_topk``/``paths_per_user``); the metrics never depend on it."""
     generation = PathGenerationConfig.from_config(config)
