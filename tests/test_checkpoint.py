@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 
+from cases import make_model
 from kgglm.data.synthetic import make_synthetic_dataset
 from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.paths.vocab import Vocabulary
@@ -29,10 +30,7 @@ def vocab() -> Vocabulary:
 
 
 def model_for(vocab: Vocabulary, size: int = 32, layers: int = 1, heads: int = 4, seed: int = 0) -> KGGLM:
-    torch.manual_seed(seed)
-    cfg = ModelConfig(vocab_size=vocab.size, n_positions=9, embedding_size=size, num_heads=heads,
-                      num_layers=layers, dropout=0.0, use_kg_token_types=True)
-    return KGGLM(cfg, torch.from_numpy(vocab.token_types())).eval()
+    return make_model(vocab, embedding_size=size, num_layers=layers, num_heads=heads, seed=seed).eval()
 
 
 def test_save_load_gives_identical_logits(vocab, tmp_path):

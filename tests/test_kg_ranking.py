@@ -93,7 +93,8 @@ def test_random_tied_scores_match_brute_force():
         return torch.from_numpy(score_table[h, r])
 
     def rand_triples(n):
-        return np.column_stack([rng.integers(0, 6, n), rng.integers(1, n_rel, n), rng.integers(offset, offset + n_cand, n)])
+        return np.column_stack([rng.integers(0, 6, n), rng.integers(1, n_rel, n),
+                                rng.integers(offset, offset + n_cand, n)])
 
     train, valid, test = rand_triples(60), rand_triples(10), rand_triples(25)
     test = test[np.unique(test, axis=0, return_index=True)[1]]

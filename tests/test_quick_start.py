@@ -9,13 +9,12 @@ from the recommendations export.
 from __future__ import annotations
 
 import json
-import math
 
-import numpy as np
 import pytest
 import yaml
 
 from atomic_helpers import TINY, write_atomic_dataset
+from cases import reference_metrics
 from kgglm.config import ConfigError
 from kgglm.data import load_dataset
 from kgglm.quick_start import RunResult, run, run_kgglm
@@ -95,18 +94,11 @@ def test_test_metrics_match_an_independent_computation(seed_runs):
         assert rec["item"] not in seen.get(rec["user"], set())  # never a train/valid item
         assert rec["path"][0] == rec["user"] and rec["path"][-1] == rec["item"]
     assert set(ranked) == set(test)  # every user with a test item, and only those
-    hits, recalls, ndcgs = [], [], []
-    for user, relevant in test.items():
-        top = [ranked[user][r] for r in sorted(ranked[user])][:5]
-        gains = [1.0 if item in relevant else 0.0 for item in top]
-        dcg = sum(g / math.log2(r + 2) for r, g in enumerate(gains))
-        idcg = sum(1.0 / math.log2(r + 2) for r in range(min(len(relevant), 5)))
-        hits.append(float(any(gains)))
-        recalls.append(sum(gains) / len(relevant))
-        ndcgs.append(dcg / idcg)
-    assert fine.test_result["hit@5"] == pytest.approx(np.mean(hits))
-    assert fine.test_result["recall@5"] == pytest.approx(np.mean(recalls))
-    assert fine.test_result["ndcg@5"] == pytest.approx(np.mean(ndcgs))
+    users = sorted(test)
+    reference = reference_metrics([[ranked[u][r] for r in sorted(ranked[u])] for u in users],
+                                  [test[u] for u in users], 5)
+    for name in ("hit@5", "recall@5", "ndcg@5", "mrr@5", "precision@5"):
+        assert fine.test_result[name] == pytest.approx(reference[name]), name
 
 
 def test_finetune_errors_are_clear(seed_runs, tmp_path):
@@ -142,3 +134,20 @@ def test_resume_continues_the_newest_run_directory(seed_runs):
     assert again.train_stats["steps"] == fine.train_stats["steps"]  # finished run: nothing trained again
     assert again.best_valid_score == pytest.approx(fine.best_valid_score)
     assert again.test_result["ndcg@5"] == pytest.approx(fine.test_result["ndcg@5"])
+
+
+def test_kg_completion_task_through_the_quick_start(tmp_path):
+    """task: kg_completion runs the second task from the same entry points: filtered metrics of the
+    zero-shot and the fine-tuned model, valid chooses, the run directory holds the result."""
+    root = write_atomic_dataset(tmp_path / "data")
+    base = {**TINY, "data_path": str(root), "checkpoint_dir": str(tmp_path / "saved"), "task": "kg_completion"}
+    res = run_kgglm(model="KGGLM", dataset="toy", config_dict=base)
+    assert res.train_stage == "kg_completion"
+    for col in (res.test_result, res.best_valid_result, res.baselines["zero-shot"]["test"]):
+        assert 0.0 < col["mrr"] <= 1.0 and col["mr"] >= 1.0 and 0.0 <= col["hits@10"] <= 1.0
+    assert res.best_valid_score == res.best_valid_result["mrr"]
+    assert RunResult.load(res.run_dir).test_result == pytest.approx(res.test_result)
+    with pytest.raises(ConfigError, match="kg_completion"):
+        run_kgglm(model="Pop", dataset="toy", config_dict=base)
+    with pytest.raises(ConfigError, match="task"):
+        run_kgglm(model="KGGLM", dataset="toy", config_dict={**base, "task": "nope"})

@@ -35,6 +35,7 @@ OVERALL_FILE = CONFIG_ROOT / "overall.yaml"
 # KGGLM and the baselines; each has configs/model/<NAME>.yaml
 MODELS = ("KGGLM", "Pop", "BPR", "LightGCN", "KGItemKNN")
 TRAIN_STAGES = ("pretrain", "finetune")
+TASKS = ("recommendation", "kg_completion")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -293,6 +294,8 @@ class Config(Mapping):
         if m.group(1).lower() not in metrics_lower or int(m.group(2)) not in v["topk"]:
             raise ConfigError(f"valid_metric {v['valid_metric']!r} is not computed: metrics={v['metrics']}, "
                               f"topk={v['topk']}")
+        if v["task"] not in TASKS:
+            raise ConfigError(f"task ({self.sources['task']}) must be one of {TASKS}, got {v['task']!r}")
         unknown = [b for b in v["baselines"] if b not in MODELS or b == "KGGLM"]
         if unknown:
             raise ConfigError(f"baselines ({self.sources['baselines']}): unknown baseline(s) {unknown}; "

@@ -153,6 +153,13 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def check_same(value: Any, what: str) -> None:
+    """Raise unless ``value`` is equal on every rank (a cheap guard for things assumed identical)."""
+    values = all_gather_object(value)
+    if any(v != values[0] for v in values):
+        raise RuntimeError(f"{what} differs between ranks: {values}")
+
+
 # ---------------------------------------------------------------------------------- sharding
 def shard_range(n_chunks: int, rank_: int | None = None, world: int | None = None) -> tuple[int, int]:
     """``[start, stop)`` of this rank's contiguous share of ``n_chunks`` chunks (sizes differ by ≤ 1).

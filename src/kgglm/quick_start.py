@@ -132,6 +132,11 @@ def run_kgglm(
     """
     config = Config(model, dataset, config_file_list=config_file_list, config_dict=config_dict,
                     cmd_args=cmd_args, preset=preset)
+    if config["task"] == "kg_completion":
+        if model != "KGGLM":
+            raise ConfigError(f"task kg_completion runs KGGLM (its KGE baselines: benchmarks/bench_kg_completion.py), "
+                              f"not {model}")
+        return _run_kg_completion(config, saved)
     stage = config["train_stage"] if model == "KGGLM" else None
     if stage == "finetune" and not str(config["pre_model_path"]).strip():
         raise ConfigError("train_stage 'finetune' needs pre_model_path: the pretrain checkpoint directory, "
@@ -183,6 +188,8 @@ def run_pipeline(
         return run_kgglm(model, dataset, config_file_list, config_dict, cmd_args=cmd_args, preset=preset)
     config = Config(model, dataset, config_file_list=config_file_list, config_dict=config_dict,
                     cmd_args=cmd_args, preset=preset)
+    if config["task"] == "kg_completion":
+        return _run_kg_completion(config)
     run_dir = _shared_run_dir(config, "run")
     result = RunResult(model, dataset, "pretrain+finetune", run_dir=str(run_dir), config=config.to_dict())
     start = time.perf_counter()
@@ -201,6 +208,29 @@ def run_pipeline(
         for name in config["baselines"]:
             _take_baseline(result, baseline_stage(config, data, name))
         _finish(result, start)
+    return result
+
+
+def _run_kg_completion(config: Config, saved: bool = True) -> RunResult:
+    """Knowledge completion in one run directory: pre-train on train-triple walks, zero-shot ("gen-only")
+    and fine-tuned ("gen+spec") filtered tail ranking on valid and test."""
+    from kgglm.tasks.kg_completion import run_kg_completion
+
+    run_dir = make_run_dir(config, "kgc")
+    result = RunResult(config.model, config.dataset, "kg_completion", run_dir=str(run_dir), config=config.to_dict())
+    start = time.perf_counter()
+    with log_to_file(run_dir / "run.log", config["state"]) as log_path:
+        _start(config, run_dir, result, log_path)
+        out = run_kg_completion(config, load_dataset_for(config), run_dir=run_dir)
+        result.best_valid_result, result.test_result = out["finetuned"]["valid"], out["finetuned"]["test"]
+        result.best_valid_score = result.best_valid_result.get("mrr")
+        result.baselines["zero-shot"] = {"valid": out["zero_shot"]["valid"], "test": out["zero_shot"]["test"]}
+        result.train_stats = {"pretrain": out["pretrain"], "finetune": out["finetune"], "split": out["split"]}
+        result.checkpoint = out["finetune"].get("checkpoint")
+        _finish(result, start)
+    if not saved:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        result.run_dir, result.files = None, {}
     return result
 
 

@@ -120,7 +120,8 @@ def tail_ranks(score_fn: ScoreFn, triples: np.ndarray, *, filter_triples: Sequen
     triples = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
     n = len(triples)
     if n and ((triples[:, 2] < candidate_offset) | (triples[:, 2] >= candidate_offset + n_candidates)).any():
-        raise ValueError(f"a tail is outside the candidate nodes [{candidate_offset}, {candidate_offset + n_candidates})")
+        hi = candidate_offset + n_candidates
+        raise ValueError(f"a tail is outside the candidate nodes [{candidate_offset}, {hi})")
     index = TailIndex([*filter_triples, triples], n_relations)
     allowed = relation_candidates(type_triples, n_relations, n_candidates, candidate_offset) \
         if type_triples is not None else None
@@ -185,7 +186,8 @@ def evaluate_tail_ranking(score_fn: ScoreFn, triples: np.ndarray, *, filter_trip
         metrics.update(rank_metrics(ranks.type_realistic, ks, "type_"))
     best = anytail_ranks(triples, ranks.realistic, n_relations)
     metrics.update(rank_metrics(best, ks, "anytail_"))
-    metrics["anytail_mrr@10"] = float(np.mean(np.where(best <= 10, 1.0 / np.maximum(best, 1), 0.0))) if best.size else 0.0
+    rr10 = np.where(best <= 10, 1.0 / np.maximum(best, 1), 0.0)  # the paper's MRR@10 of the ranked list
+    metrics["anytail_mrr@10"] = float(np.mean(rr10)) if best.size else 0.0
     metrics["n_triples"] = float(len(triples))
     metrics["anytail_queries"] = float(len(best))
     return metrics

@@ -83,6 +83,10 @@ class _Walker:
         first_kg_key = (nodes * graph.n_relations + (UI_RELATION + 1)) * graph.n_nodes
         self.ui_end = np.searchsorted(graph.edge_keys, first_kg_key).astype(np.int64)
         self.ui_share = ui_share
+        # fine-tuning's last hop (see _last_hop): edges sorted by (src, dst) and the training CSR
+        self.pair_order: np.ndarray | None = None
+        self.pair_keys: np.ndarray | None = None
+        self.train_indptr: np.ndarray | None = None
 
     def kg_degree(self) -> np.ndarray:
         return self.end - self.ui_end
@@ -267,7 +271,9 @@ def sample_user_paths(
     kept_rels = np.zeros((0, hop_length), dtype=np.int64)
     have = np.zeros(n_users, dtype=np.int64)
     active = (n_train_items >= 2) & (graph.degree()[:n_users] > 0) & (cap > 0)
-    acceptance = np.full(n_users, 0.25)  # prior guess; replaced by the observed rate after round 1
+    # prior guess, replaced by the observed rate after round 1; high because the last hop is drawn
+    # among valid edges (at 0.25, round 0 alone walked 91M walks at Amazon-book size)
+    acceptance = np.full(n_users, 0.75)
     last_walks = np.full(n_users, min(4 * cap + 16, _MAX_USER_WALKS // 16))  # grows <= 4x per round
     min_tries = min(max(8 * cap, 256), _MAX_USER_WALKS)  # stop a user on this many fruitless walks
     for rnd in range(max_rounds):
@@ -315,19 +321,91 @@ def sample_user_paths(
 def _user_walks(walker: _Walker, rng, starts, hop_length, collaborative, train_keys, n_items):
     """Walk from users and keep the valid fine-tuning paths (see module docstring).
 
-    Cheap structural checks run first so the binary searches only see the survivors.
+    The first ``hop_length - 1`` hops are random walks; the last hop is drawn uniformly among the
+    edges from the walk's last node to a training item of its user that is not on the path yet
+    (:func:`_last_hop`), instead of a uniform edge followed by rejection. At Amazon-book size (25k
+    items, ~10 training items per user) rejection kept 0.2% of the walks and round 0 alone took
+    minutes; drawing the last hop among the valid edges keeps every walk that can be completed.
+    The set of reachable paths is unchanged (a path is still a walk whose hops are graph edges).
     """
     n_users = walker.graph.n_users
-    nodes, rels = _walk(walker, rng, starts, hop_length, True, collaborative)
-    ok = (rels[:, -1] >= 0) & (rels[:, 0] == UI_RELATION)  # full length, starts with a UI hop
-    ok &= (nodes[:, -1] >= n_users) & (nodes[:, -1] < n_users + n_items)  # ends at an item
-    for i in range(nodes.shape[1]):  # simple path: no node twice (also gives I' != I)
+    nodes, rels = _walk(walker, rng, starts, hop_length - 1, True, collaborative)
+    ok = (rels[:, -1] >= 0) & (rels[:, 0] == UI_RELATION)  # full length so far, starts with a UI hop
+    for i in range(nodes.shape[1]):  # simple so far: no node twice
         for j in range(i + 1, nodes.shape[1]):
             ok &= nodes[:, i] != nodes[:, j]
     nodes, rels = nodes[ok], rels[ok]
-    for col in (-1, 1):  # both ends are training items of the user (the last one rejects most)
-        key = nodes[:, 0] * n_items + (nodes[:, col] - n_users)
-        pos = np.minimum(np.searchsorted(train_keys, key), train_keys.size - 1)
-        ok = train_keys[pos] == key
-        nodes, rels = nodes[ok], rels[ok]
+    key = nodes[:, 0] * n_items + (nodes[:, 1] - n_users)  # the first item is a training item of the user
+    pos = np.minimum(np.searchsorted(train_keys, key), train_keys.size - 1)
+    ok = train_keys[pos] == key
+    nodes, rels = nodes[ok], rels[ok]
+    walk, edge = _last_hop(walker, rng, nodes, collaborative, train_keys, n_items)
+    nodes = np.concatenate([nodes[walk], walker.neighbor[edge][:, None]], axis=1)
+    rels = np.concatenate([rels[walk], walker.relation[edge][:, None]], axis=1)
     return nodes, rels
+
+
+def _segments(lo: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten segments ``[lo, lo + count)``: (segment index, position) of every element."""
+    seg = np.repeat(np.arange(lo.shape[0]), counts)
+    pos = np.arange(seg.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts) + lo[seg]
+    return seg, pos
+
+
+def _last_hop(walker: _Walker, rng, nodes, collaborative, train_keys, n_items):
+    """One uniform final edge per walk from ``nodes[:, -1]`` (X) to a training item of ``nodes[:, 0]``
+    (U) not on the path; returns (walk index, edge index) for the walks that have one.
+
+    The candidates are enumerated from the smaller side, per walk: U's training items (then the
+    edges X-item, found in the graph's edges sorted by (src, dst)) when U has fewer items than X
+    has edges, else X's edges (then a membership test in the sorted training keys). Either way the
+    work per walk is min(items of U, degree of X), never a hub's full degree for a small user.
+    """
+    g = walker.graph
+    n_users, n_nodes = g.n_users, g.n_nodes
+    if walker.pair_order is None:  # (src, dst)-sorted edges, built once per sampling run
+        src = np.repeat(np.arange(n_nodes, dtype=np.int64), np.diff(g.indptr))
+        pair = src * n_nodes + g.neighbor
+        walker.pair_order = np.argsort(pair, kind="stable")
+        walker.pair_keys = pair[walker.pair_order]
+        users_of = train_keys // n_items
+        walker.train_indptr = np.zeros(n_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(users_of, minlength=n_users), out=walker.train_indptr[1:])
+    u, x = nodes[:, 0], nodes[:, -1]
+    lo_x = walker.start[x] if collaborative else walker.ui_end[x]
+    deg_x = walker.end[x] - lo_x
+    lo_u = walker.train_indptr[u]
+    d_u = walker.train_indptr[u + 1] - lo_u
+    from_user = d_u <= deg_x
+    # side A: the user's items, then every edge X -> item (several relations possible)
+    wa = np.flatnonzero(from_user)
+    seg, pos = _segments(lo_u[wa], d_u[wa])
+    key = x[wa][seg] * n_nodes + (train_keys[pos] % n_items + n_users)
+    left = np.searchsorted(walker.pair_keys, key, side="left")
+    right = np.searchsorted(walker.pair_keys, key, side="right")
+    seg2, epos = _segments(left, right - left)
+    walk_a, edge_a = wa[seg[seg2]], walker.pair_order[epos]
+    if not collaborative:
+        keep = walker.relation[edge_a] != UI_RELATION
+        walk_a, edge_a = walk_a[keep], edge_a[keep]
+    # side B: X's edges, then is the neighbour a training item of the user
+    wb = np.flatnonzero(~from_user)
+    seg, edge_b = _segments(lo_x[wb], deg_x[wb])
+    dst = walker.neighbor[edge_b]
+    is_item = (dst >= n_users) & (dst < n_users + n_items)
+    key = u[wb][seg] * n_items + (dst - n_users)
+    pos = np.minimum(np.searchsorted(train_keys, key), train_keys.size - 1)
+    keep = is_item & (train_keys[pos] == key)
+    walk_b, edge_b = wb[seg[keep]], edge_b[keep]
+    walk, edge = np.concatenate([walk_a, walk_b]), np.concatenate([edge_a, edge_b])
+    dst = walker.neighbor[edge]
+    ok = np.ones(walk.shape[0], dtype=bool)
+    for j in range(nodes.shape[1]):  # simple path: the item is not on the path yet
+        ok &= dst != nodes[walk, j]
+    walk, edge = walk[ok], edge[ok]
+    # uniform choice per walk: the candidate with the largest random priority
+    order = np.lexsort((rng.random(walk.shape[0]), walk))
+    last = np.ones(order.shape[0], dtype=bool)
+    last[:-1] = walk[order[1:]] != walk[order[:-1]]
+    chosen = order[last]
+    return walk[chosen], edge[chosen]

@@ -150,8 +150,9 @@ def _train(model: KGGLM, tokens: np.ndarray, config: Mapping, vocab: Vocabulary,
     ``TrainConfig`` is built from the fields it declares (the trainer is being refactored: the
     clipping key is ``clip_grad_norm`` or ``max_grad_norm``; early stopping settings live in the
     config or in ``train``'s keywords), so this adapter works with either layout."""
-    values = {"learning_rate": float(_get(config, "learning_rate")), "weight_decay": float(_get(config, "weight_decay")),
-              "warmup_steps": int(_get(config, "warmup_steps")), "clip_grad_norm": float(_get(config, "clip_grad_norm")),
+    values = {"learning_rate": float(_get(config, "learning_rate")),
+              "weight_decay": float(_get(config, "weight_decay")), "warmup_steps": int(_get(config, "warmup_steps")),
+              "clip_grad_norm": float(_get(config, "clip_grad_norm")),
               "max_grad_norm": float(_get(config, "clip_grad_norm")),
               "train_batch_size": int(_get(config, "train_batch_size")),
               "eval_batch_size": int(_get(config, "eval_batch_size")), "epochs": int(epochs), "max_steps": max_steps,
@@ -203,7 +204,8 @@ def finetune(model: KGGLM, vocab: Vocabulary, split: KGSplit, config: Mapping, c
     stats = {"finetune_paths": int(tokens.shape[0]), "finetune_steps": tr.step, "finetune_loss": tr.last_loss,
              "stopped_early": tr.stopped_early, "finetune_seconds": round(time.perf_counter() - t0, 2),
              "finetune_cpu_seconds": round(time.process_time() - c0, 2),
-             "best_valid": tr.best_metrics, "history": [{k: h[k] for k in ("epoch", "step", "score")} for h in tr.history],
+             "best_valid": tr.best_metrics,
+             "history": [{k: h[k] for k in ("epoch", "step", "score")} for h in tr.history],
              "checkpoint": str(tr.best_checkpoint or tr.last_checkpoint)}
     return model, stats
 

@@ -16,8 +16,10 @@ same global batches (the seeded permutation above), and trains on its contiguous
 batch, so every path is seen once per epoch across ranks and ``train_batch_size`` is the *global*
 batch whatever the number of processes (per-rank rows = train_batch_size / N). Each share's loss
 is weighted by its share of the batch's rows, so DDP's gradient average equals the gradient of the
-batch mean. ``micro_batch_size`` > 0 splits a rank's share further and accumulates gradients
-(synchronising only on the last micro-batch), for batches that do not fit in memory. Rank 0 alone
+batch mean (exactly when rows have equal lengths, as the paths of one hop count do; otherwise a
+row-weighted mean of per-share token means). ``micro_batch_size`` > 0 splits a rank's share
+further and accumulates gradients (synchronising only on the last micro-batch), for batches that
+do not fit in memory. Rank 0 alone
 writes checkpoints; the run id, the checkpoint to resume and the evaluation results come from it.
 """
 
@@ -137,7 +139,8 @@ class Trainer:
         # the corpus lives on the device (a few MB even for ml-1m): batches are then gathered there
         # with no host-to-device copy per step; the one copy is from pinned memory, asynchronous
         self.data = (data.pin_memory() if self.device.type == "cuda" else data).to(self.device, non_blocking=True)
-        _check_same_on_all_ranks(self.fingerprint)
+        # the batches are cut from the corpus by index: every rank must have sampled the same one
+        distributed.check_same(self.fingerprint, "the training corpus (path sampling must be deterministic)")
         self.steps_per_epoch = math.ceil(self.data.shape[0] / config.train_batch_size)
         self.total_steps = min(config.epochs * self.steps_per_epoch, config.max_steps or math.inf)
         self.slices = None
@@ -255,7 +258,8 @@ class Trainer:
                 torch.cuda.manual_seed(self.config.seed + self.rank)
         self.model.train()
         bs, t_start = self.config.train_batch_size, time.perf_counter()
-        self.bar = tqdm(total=self.total_steps, initial=self.progress.step, disable=not (self.config.show_progress and distributed.is_main()),
+        show = self.config.show_progress and distributed.is_main()
+        self.bar = tqdm(total=self.total_steps, initial=self.progress.step, disable=not show,
                         desc=self.config.stage, dynamic_ncols=True)
         with self.bar:
             while not self.done:
@@ -419,14 +423,6 @@ def _as_tokens(tokens, name: str, n_positions: int, vocab_size: int) -> torch.Te
     if t.min() < 0 or t.max() >= vocab_size:
         raise ValueError(f"{name} has token ids outside [0, {vocab_size}) (built with another vocabulary?)")
     return t
-
-
-def _check_same_on_all_ranks(fingerprint: str) -> None:
-    """Every rank must have sampled the same corpus (the batches are cut from it by index)."""
-    prints = distributed.all_gather_object(fingerprint)
-    if len(set(prints)) > 1:
-        raise RuntimeError(f"the training corpus differs between ranks ({prints}); path sampling must be "
-                           "deterministic given the seed")
 
 
 def _check_slices(data: torch.Tensor, slices: torch.Tensor, stage: str) -> None:
