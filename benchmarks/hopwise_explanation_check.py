@@ -115,8 +115,8 @@ def hopwise_pop_topk(counts: np.ndarray, users: np.ndarray, ds, k: int) -> np.nd
 
 
 def our_metrics(ds, users, items, pn, pr, k: int) -> tuple[dict, dict]:
+    from kgglm.data.dataset import csr_rows
     from kgglm.evaluate.beyond_accuracy import coverage, ndcg_paper, novelty, serendipity
-    from kgglm.evaluate.evaluator import split_csr
     from kgglm.evaluate.explanation import ExplanationTables, explanation_metrics
     from kgglm.evaluate.metrics import hit_matrix, topk_metrics
 
@@ -126,13 +126,14 @@ def our_metrics(ds, users, items, pn, pr, k: int) -> tuple[dict, dict]:
     out = explanation_metrics(ds, users, items, pn, pr, k=k, tables=tables)
     t2 = time.perf_counter()
     counts = np.bincount(ds.splits["train"].items, minlength=ds.n_items)
-    rel = split_csr(ds, ["test"], users)
+    rel = csr_rows(ds.split_items("test"), users)
     hits = hit_matrix(items, *rel)
     out["coverage"] = coverage(items, ds.n_items)
     out["novelty"] = novelty(items, counts)
     out["serendipity"] = serendipity(items, hopwise_pop_topk(counts, users, ds, k))
     has_rel = np.diff(rel[0]) > 0
-    out["ndcg"] = topk_metrics(items[has_rel], *split_csr(ds, ["test"], users[has_rel]), (k,), ["ndcg"])[f"ndcg@{k}"]
+    relevant = csr_rows(ds.split_items("test"), users[has_rel])
+    out["ndcg"] = topk_metrics(items[has_rel], *relevant, (k,), ["ndcg"])[f"ndcg@{k}"]
     out["ndcg_paper"] = ndcg_paper(hits, k)
     timing = {"tables_s": t1 - t0, "metrics_s": t2 - t1}
     extra = {"hits": hits[has_rel], "pos_len": np.diff(rel[0])[has_rel], "counts": counts}

@@ -12,7 +12,6 @@ from kgglm.baselines import BASELINES, BPR, KGItemKNN, LightGCN, Pop, get_baseli
 from kgglm.baselines import kgitemknn as knn_module
 from kgglm.baselines.base import (
     EarlyStopping,
-    evaluate_recommender,
     make_evaluate_fn,
     model_defaults,
     pair_keys,
@@ -231,9 +230,9 @@ class Oracle:
         return s
 
 
-def test_evaluate_recommender_masks_seen_items_and_scores_an_oracle_perfectly():
+def test_evaluation_masks_seen_items_and_scores_an_oracle_perfectly():
     ds = make_synthetic_dataset(seed=5)
-    result = evaluate_recommender(Oracle(ds), ds, "test", topk=[10], batch_size=7)
+    score, result = make_evaluate_fn(ds, {"valid_metric": "NDCG@10", "eval_batch_size": 7}, split="test")(Oracle(ds))
     assert result["ndcg@10"] == pytest.approx(1.0) and result["recall@10"] == pytest.approx(1.0)
     score, metrics = make_evaluate_fn(ds, {"valid_metric": "Hit@10", "topk": [10]}, split="test")(Oracle(ds))
     assert score == 1.0 and metrics["hit@10"] == 1.0

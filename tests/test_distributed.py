@@ -232,6 +232,7 @@ def test_torchrun_run_writes_one_run_directory_and_matches_one_process(launched)
     run_dir = runs[0]
     assert sorted(p.name for p in run_dir.iterdir() if p.is_file()) == \
         ["config.yaml", "recommendations.jsonl", "result.json", "run.log"]
+    assert ckpt.read_info(run_dir / "checkpoint" / "best")["meta"]["world_size"] == WORLD  # really 2 processes
     two = RunResult.load(run_dir)
     assert two.test_result["n_users"] == one.test_result["n_users"]
     assert [h["epoch"] for h in two.history] == [h["epoch"] for h in one.history]

@@ -135,7 +135,7 @@ def test_post_processing_keeps_ranking_and_trades_probability(setup):
     scores = np.array([[[-1.0, -3.0], [-2.0, -2.5]]])
     chosen, _ = select_explanations(np.array([u]), paths, scores, alpha=1.0, tables=tables, node_offset=off)
     expected, used = [], set()
-    for j in range(2):  # plain re-computation of the greedy objective
+    for _rank in range(2):  # plain re-computation of the greedy objective (same candidates per item)
         objs = []
         for c in range(2):
             l_item, shared, ptype = own[c], ent + c, 1 + c

@@ -138,6 +138,7 @@ def test_write_atomic_from_knobs_and_command_line(tmp_path: Path, capsys):
     assert_same_dataset(make_knowledge_dataset(**knobs), load_dataset("kgsig", data_path=folder.parent, seed=3))
     out = main(["--out", str(tmp_path / "b"), "--name", "kgsig", "--n-users", "80", "--n-items", "150",
                 "--n-genres", "6", "--n-actors", "40", "--n-directors", "20", "--liked-values", "3",
-                "--interactions-per-user", "12", "--signal-share", "0.7", "--seed", "3", "--split", "0.8", "0.1", "0.1"])
+                "--interactions-per-user", "12", "--signal-share", "0.7", "--seed", "3",
+                "--split", "0.8", "0.1", "0.1"])
     assert "kgsig: 80 users" in capsys.readouterr().out
     assert (out / "kgsig.inter").read_bytes() == (folder / "kgsig.inter").read_bytes()

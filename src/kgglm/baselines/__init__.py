@@ -10,7 +10,6 @@ from kgglm.baselines.base import (
     EarlyStopping,
     Recommender,
     TorchRecommender,
-    evaluate_recommender,
     make_evaluate_fn,
     model_defaults,
 )
@@ -32,4 +31,4 @@ def get_baseline(name: str) -> type[Recommender]:
 
 
 __all__ = ["BASELINES", "BPR", "EarlyStopping", "KGItemKNN", "LightGCN", "Pop", "Recommender", "TorchRecommender",
-           "evaluate_recommender", "get_baseline", "make_evaluate_fn", "model_defaults"]
+           "get_baseline", "make_evaluate_fn", "model_defaults"]

@@ -15,7 +15,7 @@ import copy
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -226,57 +226,20 @@ def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor
 
 
 # --------------------------------------------------------------------------------------- evaluation
-def user_items_csr(dataset, splits: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
-    """CSR ``(indptr [n_users + 1], sorted unique items)`` of each user's items over ``splits``."""
-    parts = [dataset.splits[s] for s in splits]
-    keys = np.unique(np.concatenate([np.asarray(p.users, np.int64) * dataset.n_items + np.asarray(p.items, np.int64)
-                                     for p in parts]))
-    indptr = np.zeros(dataset.n_users + 1, dtype=np.int64)
-    np.cumsum(np.bincount(keys // dataset.n_items, minlength=dataset.n_users), out=indptr[1:])
-    return indptr, keys % dataset.n_items
-
-
-def csr_select(csr: tuple[np.ndarray, np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The segments of ``rows`` (in that order) as a new CSR."""
-    indptr, items = csr
-    lo, counts = indptr[rows], indptr[rows + 1] - indptr[rows]
-    out = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(counts, out=out[1:])
-    pos = np.arange(out[-1]) - np.repeat(out[:-1], counts) + np.repeat(lo, counts)
-    return out, items[pos]
-
-
-def evaluate_recommender(model: Recommender, dataset, split: str = "valid", topk: Iterable[int] = (10,),
-                         metrics: Iterable[str] | None = None, batch_size: int = 1024) -> dict[str, float]:
-    """Full-ranking metrics of ``model`` on ``split`` (seen items masked: train, plus valid on test).
-
-    A stop-gap until the shared ``kgglm.evaluate.evaluate`` takes over (same protocol, same
-    ``rank_scores`` and metrics); users are scored in batches so memory stays ``batch_size * n_items``.
-    """
-    # imported here so that the baselines load even while the evaluation package is being edited
-    from kgglm.evaluate.evaluator import rank_scores
-    from kgglm.evaluate.metrics import topk_metrics
-
-    ks = sorted({int(k) for k in topk})
-    seen = user_items_csr(dataset, ["train", "valid"] if split == "test" else ["train"])
-    relevant = user_items_csr(dataset, [split])
-    users = np.flatnonzero(np.diff(relevant[0]))
-    ranked = [rank_scores(model.score_items(batch), csr_select(seen, batch), ks[-1])
-              for batch in np.array_split(users, max(1, -(-len(users) // batch_size)))]
-    top = np.concatenate(ranked) if ranked else np.zeros((0, ks[-1]), np.int64)
-    rel_indptr, rel_items = csr_select(relevant, users)
-    return topk_metrics(top, rel_indptr, rel_items, ks, metrics)
-
-
 def make_evaluate_fn(dataset, config: Mapping[str, Any] | None = None, split: str = "valid") -> EvaluateFn:
-    """An ``evaluate_fn`` for :meth:`Recommender.fit`: (``valid_metric`` value, all metrics) on ``split``."""
+    """An ``evaluate_fn`` for :meth:`Recommender.fit` through the one evaluation path
+    (:func:`kgglm.evaluate.evaluate`): (``valid_metric`` value, all metrics) on ``split``. ``config``
+    may hold only a few keys (``valid_metric``, ``topk``, ``metrics``, ``eval_batch_size``)."""
+    from kgglm.evaluate.evaluator import EvalConfig, evaluate
+
     config = config or {}
     valid_metric = str(config.get("valid_metric") or "NDCG@10")
-    topk = config.get("topk") or [int(valid_metric.split("@")[1])]
-    metrics = config.get("metrics")
+    settings = EvalConfig(topk=tuple(sorted({int(k) for k in config.get("topk") or [int(valid_metric.split("@")[1])]})),
+                          metrics=tuple(config.get("metrics") or ("Recall", "MRR", "NDCG", "Hit", "Precision")),
+                          valid_metric=valid_metric, eval_batch_size=int(config.get("eval_batch_size") or 1024))
 
     def evaluate_fn(model: Recommender) -> tuple[float, dict]:
-        result = evaluate_recommender(model, dataset, split, topk, metrics)
-        return result[valid_metric.lower()], result
+        ev = evaluate(model, dataset, split, settings)
+        return ev.score, ev.metrics
 
     return evaluate_fn

@@ -261,12 +261,3 @@ def read_recommendations(path: str | os.PathLike) -> Recommendations:
     scores[row, ranks - 1] = [r[3] for r in records]
     paths[row, ranks - 1] = np.array([r[4] for r in records], dtype=np.int64)
     return Recommendations(users=uniq[order], items=items, scores=scores, paths=paths, split=records[0][5])
-
-
-# TEMPORARY (removed at integration): old names still imported by work in progress elsewhere.
-def users_with_items(dataset, split: str) -> np.ndarray:
-    return dataset.eval_users(split)
-
-
-def default_excluded_splits(split: str) -> list[str]:
-    return ["train", "valid"] if split == "test" else ["train"]

@@ -202,13 +202,6 @@ def evaluate_topk(topk_items: np.ndarray, users: np.ndarray, dataset, split: str
     return topk_metrics(topk_items, rel[0], rel[1], topk, metrics)
 
 
-def split_csr(dataset, splits: Iterable[str], users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """TEMPORARY alias (removed at integration) for ``csr_rows(dataset.seen_items/split_items)``."""
-    from kgglm.data.dataset import items_csr
-
-    return csr_rows(items_csr(dataset.n_users, dataset.n_items, [dataset.splits[s] for s in splits]), users)
-
-
 def path_quality(recs: Recommendations, dataset, vocab: Vocabulary) -> dict[str, float]:
     """Explanation checks, independent of the decoder (graph lookups via ``has_edge``).
 
