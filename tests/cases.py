@@ -44,8 +44,8 @@ def reference_metrics(ranked: Iterable[Sequence[int]], relevant: Iterable[set], 
     sums = dict.fromkeys(("recall", "precision", "hit", "mrr", "ndcg"), 0.0)
     n = 0
     for items, rel in zip(ranked, relevant):
-        top = [i for i in list(items)[:k]]
-        hits = [r for r, i in enumerate(top) if i in rel and i >= 0]
+        top = list(items)[:k]
+        hits = [r for r, i in enumerate(top) if i in rel]  # -1 (no item) is never relevant
         sums["recall"] += len(hits) / len(rel)
         sums["precision"] += len(hits) / k
         sums["hit"] += 1.0 if hits else 0.0

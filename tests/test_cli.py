@@ -176,3 +176,23 @@ def test_run_with_pre_model_path_skips_pretraining(env, run_dir, tmp_path):
     (new,) = tmp_path.glob("KGGLM-toy-run-*")
     assert not (new / "pretrain").exists() and (new / "checkpoint" / "best").is_dir()
     assert "skipping pre-training" in (new / "run.log").read_text()
+
+
+def test_baselines_as_models_and_as_run_columns(env, run_dir, tmp_path, capsys):
+    """`kgglm train --model BPR` fits a baseline through the same evaluation; `kgglm run
+    --baselines=...` prints each baseline as a column beside KGGLM (same split)."""
+    _, _, args = env
+    assert main(["train", *args, "--model", "BPR", f"--checkpoint_dir={tmp_path}", "--epochs=3",
+                 "--train_batch_size=64"]) == 0
+    out = capsys.readouterr().out
+    assert "BPR valid" in out and "BPR test" in out and "ndcg@5" in out
+    assert main(["run", *args, f"--checkpoint_dir={tmp_path}", f"--pre_model_path={run_dir / 'pretrain'}",
+                 "--epochs=1", "--baselines=Pop,KGItemKNN", "--show_examples=0"]) == 0
+    out = capsys.readouterr().out
+    header = out.splitlines()[0]
+    assert "KGGLM test" in header and "Pop test" in header and "KGItemKNN test" in header
+    (new,) = tmp_path.glob("KGGLM-toy-run-*")
+    result = json.loads((new / "result.json").read_text())
+    assert set(result["baselines"]) == {"Pop", "KGItemKNN"}
+    assert main(["run", *args, "--baselines=Pop,NoSuchModel"]) == 2
+    assert "unknown baseline" in capsys.readouterr().err

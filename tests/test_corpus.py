@@ -34,9 +34,12 @@ def test_path_sample_config_from_config():
                               "path_sample_args": {"pretrain_paths": 2, "pretrain_hop_length": "(3,5)",
                                                    "collaborative_path": False}})
     sc = PathSampleConfig.from_config(cfg)
-    assert sc.sampler_args("pretrain") == {"seed": 7, "paths_per_node": 2, "hop_range": (3, 5), "include_users": False}
+    assert sc.sampler_args("pretrain") == {"seed": 7, "paths_per_node": 2, "hop_range": (3, 5), "include_users": False,
+                                           "ui_share": 0.5}
     assert sc.sampler_args("finetune") == {"seed": 7, "max_paths_per_user": 30, "hop_length": 5,
-                                           "collaborative": False}
+                                           "collaborative": False, "ui_share": 0.5}
+    uniform = Config(config_dict={"path_sample_args": {"ui_share": None}})
+    assert PathSampleConfig.from_config(uniform).sampler_args("finetune")["ui_share"] is None
     assert sc.context_length == 2 * 5 + 3
     with pytest.raises(ValueError, match="stage"):
         sc.sampler_args("nope")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from cases import generation, make_model
 from kgglm.data.synthetic import make_synthetic_dataset
@@ -89,19 +90,40 @@ def test_constraint_options_prune_consistently(setup):
     assert (nodes[:, -1] >= ds.n_users).all() and (nodes[:, -1] < ds.n_users + ds.n_items).all()
 
 
-def test_path_log_probs_reproduce_beam_scores(setup):
-    """Rescoring a decoded path gives the beam search's own score for it (logprob ranking)."""
+@pytest.mark.parametrize("norm", ["legal", "items"])
+def test_path_log_probs_reproduce_beam_scores(setup, norm):
+    """Rescoring a decoded path gives the beam search's own score for it (logprob ranking), for both
+    normalisations of the last hop; over all items a path is never more probable than over the
+    legal unseen ones (a superset normalises it)."""
     import torch
 
     from kgglm.decode.beam_search import path_log_probs
     from kgglm.decode.recommend import make_constraint
 
     ds, vocab, model = setup
-    best = rec(setup)
+    best = rec(setup, last_hop_norm=norm)
     c = make_constraint(ds, vocab, split="test", hop_length=3)
     shown = best.items >= 0
-    got = path_log_probs(model, c, torch.as_tensor(best.paths[shown])).numpy()
+    got = path_log_probs(model, c, torch.as_tensor(best.paths[shown]), norm).numpy()
     np.testing.assert_allclose(got, best.scores[shown], rtol=1e-4, atol=1e-4)
+    legal = path_log_probs(model, c, torch.as_tensor(best.paths[shown]), "legal").numpy()
+    assert (got <= legal + 1e-5).all()
+    if norm == "items":
+        assert (got < legal - 1e-3).any()
+        # the dense (LogitsProcessor) path gives the same scores as the sparse one
+        dense = path_log_probs(DenseOnly(model), c, torch.as_tensor(best.paths[shown]), norm).numpy()
+        np.testing.assert_allclose(dense, got, rtol=1e-4, atol=1e-4)
+
+
+class DenseOnly(torch.nn.Module):
+    """The same model seen through ``forward`` only (no sparse head): the dense decoding path."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
 
 
 def test_post_processing_keeps_ranking_and_trades_probability(setup):

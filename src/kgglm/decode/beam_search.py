@@ -111,16 +111,34 @@ def _segment_log_softmax(x: torch.Tensor, rows: torch.Tensor, n_rows: int) -> to
     return shifted - z.log()[rows]
 
 
-def _dense_pairs(constraint, seqs, last, do_sample, temperature, top_k, top_p):
+def _dense_pairs(constraint, seqs, last, do_sample, temperature, top_k, top_p, items_norm: bool = False):
     """Legal pairs, their log-probs and (sampling) warped log-probs via the ``LogitsProcessor``."""
     scores = constraint(seqs, last.float())
     logp = _masked_log_softmax(scores)
     rows, toks = torch.isfinite(logp).nonzero(as_tuple=True)
+    lp = logp[rows, toks]
+    if items_norm:  # the last item over all items (see _item_normalised)
+        lo = constraint.item_token_offset
+        lp = last.float()[rows, toks] - torch.logsumexp(last.float()[:, lo:lo + constraint.graph.n_items], -1)[rows]
     warped = None
     if do_sample:
         w = _filter_top_k_top_p(_masked_log_softmax(scores / temperature), top_k, top_p)
         warped = w[rows, toks]
-    return rows, toks, logp[rows, toks], warped
+    return rows, toks, lp, warped
+
+
+def _item_normalised(state: torch.Tensor, w: torch.Tensor, constraint, rows: torch.Tensor,
+                     logits: torch.Tensor) -> torch.Tensor:
+    """Log-probability of the last (item) token normalised over *all* items, the distribution
+    training fits (typed output), instead of over each beam's unseen legal items.
+
+    Every training path ends on one of the user's training items, so the model puts most of the
+    last hop's mass on items that are masked at test time; renormalising the small remainder per
+    beam gives an item probability near 1 whenever a beam has a single unseen continuation, and
+    wider searches then surface many such beams. Over all items, scores compare across beams."""
+    lo = constraint.item_token_offset
+    w_items = w[lo:lo + constraint.graph.n_items].float()
+    return logits - torch.logsumexp(state.float() @ w_items.T, dim=-1)[rows]
 
 
 def _empty_output(users, n_return, n_items, width, return_item_scores) -> BeamSearchOutput:
@@ -166,11 +184,16 @@ def _search(model, constraint: GraphConstraint, users: torch.Tensor, gen: PathGe
     for step in range(n_steps):
         if head is not None:
             rows, toks = constraint.allowed_pairs(seqs)
-            lp = _segment_log_softmax(_pair_logits(state, head[1], rows, toks), rows, seqs.shape[0])
+            logits = _pair_logits(state, head[1], rows, toks)
+            if step == n_steps - 1 and gen.last_hop_norm == "items":
+                lp = _item_normalised(state, head[1], constraint, rows, logits)
+            else:
+                lp = _segment_log_softmax(logits, rows, seqs.shape[0])
             warped = None
         else:
+            items_norm = step == n_steps - 1 and gen.last_hop_norm == "items"
             rows, toks, lp, warped = _dense_pairs(constraint, seqs, state, do_sample, gen.temperature, gen.top_k,
-                                                  gen.top_p)
+                                                  gen.top_p, items_norm)
         if step == n_steps - 1:
             break
         n_pairs = rows.shape[0]
@@ -266,7 +289,8 @@ def _candidates(seqs, rows, toks, key, path_lp, top_items, found, n_items: int, 
 
 
 @torch.inference_mode()
-def path_log_probs(model, constraint: GraphConstraint, paths: torch.Tensor) -> torch.Tensor:
+def path_log_probs(model, constraint: GraphConstraint, paths: torch.Tensor,
+                   last_hop_norm: str = "legal") -> torch.Tensor:
     """Log-probability of complete paths ``[n, 2H+1]`` (``U r1 n1 ... nH``) under ``constraint``:
     the sum over steps of the model's next-token log-softmax renormalised over the legal tokens,
     exactly as the beam search scores a path. Lets a path found under a stricter constraint be
@@ -286,11 +310,19 @@ def path_log_probs(model, constraint: GraphConstraint, paths: torch.Tensor) -> t
         prefix, target = seqs[:, :t + 1], seqs[:, t + 1]
         if head is not None:
             rows, toks = constraint.allowed_pairs(prefix)
-            lp = _segment_log_softmax(_pair_logits(hidden[:, t], head[1], rows, toks), rows, n)
+            logits = _pair_logits(hidden[:, t], head[1], rows, toks)
+            if t == seqs.shape[1] - 2 and last_hop_norm == "items":
+                lp = _item_normalised(hidden[:, t], head[1], constraint, rows, logits)
+            else:
+                lp = _segment_log_softmax(logits, rows, n)
             hit = toks == target[rows]
             chosen = torch.full((n,), NEG_INF, device=paths.device).index_put_((rows[hit],), lp[hit])
         else:
             logp = _masked_log_softmax(constraint(prefix, logits[:, t].float()))
+            if t == seqs.shape[1] - 2 and last_hop_norm == "items":
+                lo = constraint.item_token_offset
+                logp = logits[:, t].float() - torch.logsumexp(logits[:, t, lo:lo + constraint.graph.n_items].float(),
+                                                              -1, keepdim=True)
             chosen = logp.gather(1, target.unsqueeze(1)).squeeze(1)
         total = total + chosen
     return total

@@ -14,6 +14,7 @@ from typing import Any
 
 RANKINGS = ("logprob", "cumulative", "marginal")
 EXPLANATIONS = ("best", "knowledge", "post")
+LAST_HOP_NORMS = ("legal", "items")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class PathGenerationConfig:
     top_p: float
     temperature: float
     ranking: str
+    last_hop_norm: str
     explanation: str
     explanation_num_beams: int
     explanation_alpha: float
@@ -56,6 +58,8 @@ class PathGenerationConfig:
             raise bad("temperature", "> 0")
         if self.ranking not in RANKINGS:
             raise bad("ranking", f"one of {RANKINGS}")
+        if self.last_hop_norm not in LAST_HOP_NORMS:
+            raise bad("last_hop_norm", f"one of {LAST_HOP_NORMS}")
         if self.explanation not in EXPLANATIONS:
             raise bad("explanation", f"one of {EXPLANATIONS}")
         if self.explanation_num_beams < 1:

@@ -191,7 +191,7 @@ def _explain_through_knowledge(model, explainer: GraphConstraint, out, generatio
                                generation.replace(num_beams=generation.explanation_num_beams))
     found = torch.isfinite(scores) & todo[rows]
     if bool(found.any()):  # score the new paths as the ranking scores paths (under its constraint)
-        scores[found] = path_log_probs(model, ranking_constraint, paths[found])
+        scores[found] = path_log_probs(model, ranking_constraint, paths[found], generation.last_hop_norm)
     sub_paths, sub_scores = out.paths[rows], out.path_scores[rows]
     sub_paths[found] = paths[found]
     sub_scores[found] = scores[found]

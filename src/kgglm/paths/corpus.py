@@ -37,6 +37,7 @@ class PathSampleConfig:
     pretrain_max_paths: int | None
     pretrain_include_users: bool
     collaborative_path: bool
+    ui_share: float | None
 
     def __post_init__(self) -> None:
         lo, hi = self.pretrain_hop_length
@@ -62,17 +63,18 @@ class PathSampleConfig:
                    MAX_PATHS_PER_USER=int(config["MAX_PATHS_PER_USER"]), pretrain_paths=int(psa["pretrain_paths"]),
                    pretrain_hop_length=(hop[0], hop[-1]), pretrain_max_paths=None if cap is None else int(cap),
                    pretrain_include_users=bool(psa["pretrain_include_users"]),
-                   collaborative_path=bool(psa["collaborative_path"]))
+                   collaborative_path=bool(psa["collaborative_path"]),
+                   ui_share=None if psa["ui_share"] is None else float(psa["ui_share"]))
 
     def sampler_args(self, stage: str) -> dict:
         """Keyword arguments of the stage's sampler (:func:`sample_pretrain_paths` or
         :func:`sample_user_paths`)."""
         if stage == "pretrain":
             return dict(paths_per_node=self.pretrain_paths, hop_range=self.pretrain_hop_length,
-                        include_users=self.pretrain_include_users, seed=self.seed)
+                        include_users=self.pretrain_include_users, seed=self.seed, ui_share=self.ui_share)
         if stage == "finetune":
             return dict(max_paths_per_user=self.MAX_PATHS_PER_USER, hop_length=self.path_hop_length,
-                        collaborative=self.collaborative_path, seed=self.seed)
+                        collaborative=self.collaborative_path, seed=self.seed, ui_share=self.ui_share)
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
 
     @property

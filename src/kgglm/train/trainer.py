@@ -305,7 +305,7 @@ class Trainer:
                 self.scaler.scale(scaled).backward()
             else:
                 scaled.backward()
-            step_loss += loss.detach().float() * (m.shape[0] / max(x.shape[0], 1))
+            step_loss += loss.detach().float() * (m.shape[0] / x.shape[0] if x.shape[0] else 0.0)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients
         if self.config.clip_grad_norm > 0:
