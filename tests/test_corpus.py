@@ -37,7 +37,7 @@ def test_path_sample_config_from_config():
     assert sc.sampler_args("pretrain") == {"seed": 7, "paths_per_node": 2, "hop_range": (3, 5), "include_users": False,
                                            "ui_share": 0.5}
     assert sc.sampler_args("finetune") == {"seed": 7, "max_paths_per_user": 30, "hop_length": 5,
-                                           "collaborative": False, "ui_share": 0.5}
+                                           "collaborative": False, "ui_share": 0.5, "last_hop": "walk"}
     uniform = Config(config_dict={"path_sample_args": {"ui_share": None}})
     assert PathSampleConfig.from_config(uniform).sampler_args("finetune")["ui_share"] is None
     assert sc.context_length == 2 * 5 + 3

@@ -184,14 +184,16 @@ def check_user_paths(g, train, batch, hops, cap, other_splits=(), graph_train=No
     assert pairs <= train_pairs and not (pairs & held)
 
 
+@pytest.mark.parametrize("last_hop", ["walk", "direct"])
 @pytest.mark.parametrize("hops,collaborative", [(3, True), (3, False), (5, True), (5, False)])
-def test_user_paths_equal_brute_force_when_cap_is_large(toy_dataset, hops, collaborative):
+def test_user_paths_equal_brute_force_when_cap_is_large(toy_dataset, hops, collaborative, last_hop):
+    """Both ways of drawing the last hop reach the same set of paths (the brute-force set)."""
     ds = toy_dataset
     if hops == 5:  # keep brute force small: fewer users
         ds = _sub_dataset(ds, n_users=9)
     train = ds.splits["train"]
     b = sample_user_paths(ds.graph, train, max_paths_per_user=100_000, hop_length=hops,
-                          collaborative=collaborative, seed=7)
+                          collaborative=collaborative, seed=7, last_hop=last_hop)
     check_user_paths(ds.graph, train, b, hops, 100_000, (ds.splits["valid"], ds.splits["test"]))
     expected = brute_user_paths(ds.graph, train, hops, collaborative)
     assert rows(b) <= expected

@@ -38,6 +38,7 @@ class PathSampleConfig:
     pretrain_include_users: bool
     collaborative_path: bool
     ui_share: float | None
+    last_hop: str
 
     def __post_init__(self) -> None:
         lo, hi = self.pretrain_hop_length
@@ -64,7 +65,8 @@ class PathSampleConfig:
                    pretrain_hop_length=(hop[0], hop[-1]), pretrain_max_paths=None if cap is None else int(cap),
                    pretrain_include_users=bool(psa["pretrain_include_users"]),
                    collaborative_path=bool(psa["collaborative_path"]),
-                   ui_share=None if psa["ui_share"] is None else float(psa["ui_share"]))
+                   ui_share=None if psa["ui_share"] is None else float(psa["ui_share"]),
+                   last_hop=str(psa["last_hop"]))
 
     def sampler_args(self, stage: str) -> dict:
         """Keyword arguments of the stage's sampler (:func:`sample_pretrain_paths` or
@@ -74,7 +76,8 @@ class PathSampleConfig:
                         include_users=self.pretrain_include_users, seed=self.seed, ui_share=self.ui_share)
         if stage == "finetune":
             return dict(max_paths_per_user=self.MAX_PATHS_PER_USER, hop_length=self.path_hop_length,
-                        collaborative=self.collaborative_path, seed=self.seed, ui_share=self.ui_share)
+                        collaborative=self.collaborative_path, seed=self.seed, ui_share=self.ui_share,
+                        last_hop=self.last_hop)
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
 
     @property
