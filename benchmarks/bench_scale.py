@@ -10,7 +10,8 @@ separate; inside it the peak RSS is reset (``/proc/self/clear_refs``) after load
 (``VmHWM``) is the step's own plus what was resident before it. Cases and targets (2 cores):
 
 * ``load``: ``load_dataset`` time and peak RSS (target < 30 s).
-* ``corpus``: ``sample_user_paths(max_paths_per_user=250, hop_length=3)`` + ``PathBatch.tokens`` (target
+* ``corpus``: ``sample_user_paths(max_paths_per_user=250, hop_length=3, last_hop=--last-hop)`` +
+  ``PathBatch.tokens`` (target
   < 5 min, peak < 8 GiB).
 * ``train``: one AdamW step of KGGLM 256 wide, 4 heads, 3 layers, typed output slices, batch 256 (mean of
   3 steps after one warm-up).
@@ -99,12 +100,14 @@ def run_case(case: str, data_path: str, args: list[str]) -> dict:
         from kgglm.paths.sampling import sample_user_paths
 
         def corpus():
-            batch = sample_user_paths(ds.graph, ds.splits["train"], max_paths_per_user=250, hop_length=3, seed=0)
+            batch = sample_user_paths(ds.graph, ds.splits["train"], max_paths_per_user=250, hop_length=3, seed=0,
+                                      last_hop=args[0] if args else "direct")
             return batch, batch.tokens(vocab)
 
         (batch, tokens), wall, cpu, peak, before = _timed(corpus)
         users = np.unique(batch.nodes[:, 0]).size
-        return {"case": "corpus", "wall_s": wall, "cpu_s": cpu, "peak_rss": peak, "rss_before": before,
+        name = f"corpus (last_hop={args[0] if args else 'direct'})"
+        return {"case": name, "wall_s": wall, "cpu_s": cpu, "peak_rss": peak, "rss_before": before,
                 "detail": f"{len(batch):,} paths for {users:,} users, tokens {tuple(tokens.shape)} "
                           f"({tokens.nbytes / GIB:.2f} GiB)"}
     from kgglm.model.gpt import KGGLM, ModelConfig
@@ -194,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", nargs="+", default=["load", "corpus", "train", "eval"])
     ap.add_argument("--eval-users", type=int, nargs="+", default=[1000, 4000])
     ap.add_argument("--eval-batch", type=int, nargs="+", default=[64, 256])
+    ap.add_argument("--last-hop", choices=("direct", "walk"), default="direct",
+                    help="sample_user_paths(last_hop=...) of the corpus case (walk: the paper's rejection)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per case")
     ap.add_argument("--md", default=None, help="write the results as markdown here")
     ap.add_argument("--others", default="", help="what else was running (for the record)")
@@ -215,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         write_large_synthetic(data_path, scale=args.scale, seed=0, name=NAME)
         print(f"generated {NAME} (scale {args.scale:g}) in {time.perf_counter() - t0:.1f} s -> {data_path}", flush=True)
     rows = []
-    plan = [(c, []) for c in args.cases if c != "eval"]
+    plan = [(c, [args.last_hop] if c == "corpus" else []) for c in args.cases if c != "eval"]
     if "eval" in args.cases:
         plan += [("eval", [str(n), str(b)]) for b in args.eval_batch for n in args.eval_users]
     for case, extra in plan:

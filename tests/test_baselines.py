@@ -25,15 +25,6 @@ from kgglm.data.synthetic import make_synthetic_dataset
 FAST = {"device": "cpu", "seed": 0, "learning_rate": 0.02, "train_batch_size": 64, "epochs": 60}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models: one thread avoids OpenMP spinning on a shared machine (10x the CPU time)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def hand_dataset(n_users: int, n_items: int, train: list[tuple[int, int]], triples: list[tuple[int, int, int]] = (),
                  n_entities: int = 0, n_relations: int = 2, valid=(), test=()) -> Dataset:
     """A Dataset from explicit (user, item) pairs and KG triples given as node ids."""

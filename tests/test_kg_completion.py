@@ -15,15 +15,6 @@ from kgglm.paths.vocab import BOS, EOS, Vocabulary
 from kgglm.tasks.kg_completion import TailScorer, evaluate_model, run_kg_completion, triple_corpus
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # small models on a shared 2-core machine run many times faster single-threaded
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def split():
     return load_kg_split(make_synthetic_dataset(n_items=60, n_clusters=3, entities_per_cluster=4), seed=2024)

@@ -61,15 +61,6 @@ def config(stage: str = "pretrain", **kw) -> TrainConfig:
     return dataclasses.replace(TrainConfig.from_config(DEFAULTS, stage), **{**base, **kw})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and the test machine is shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def corpus():
     ds = make_synthetic_dataset()

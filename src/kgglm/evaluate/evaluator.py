@@ -130,8 +130,11 @@ def beyond_accuracy(recs: Recommendations, dataset, settings: EvalConfig) -> dic
     k = settings.max_k
     top = recs.items[:, :k]
     counts = train_item_counts(dataset)
-    pop = rank_scores(np.broadcast_to(counts, (len(recs.users), dataset.n_items)),
-                      csr_rows(dataset.seen_items(recs.split), recs.users), k)
+    seen = dataset.seen_items(recs.split)
+    step = settings.eval_batch_size  # Pop's lists in user batches: memory is batch x items, not users x items
+    pop = np.concatenate([rank_scores(np.broadcast_to(counts, (len(chunk), dataset.n_items)), csr_rows(seen, chunk), k)
+                          for chunk in np.array_split(recs.users, max(1, -(-len(recs.users) // step)))]
+                         ) if len(recs.users) else np.zeros((0, k), np.int64)
     out = {f"coverage@{k}": coverage(top, dataset.n_items), f"novelty@{k}": novelty(top, counts),
            f"serendipity@{k}": serendipity(top, pop)}
     if settings.paper_ndcg:
