@@ -42,7 +42,7 @@ def run_kgglm(split, args) -> dict:
     config = {"seed": args.seed, "embedding_size": args.width, "num_heads": 4, "num_layers": args.layers,
               "dropout": 0.0, "learning_rate": args.lr, "warmup_steps": 100, "train_batch_size": args.batch,
               "eval_batch_size": 512, "pretrain_epochs": args.pretrain_epochs, "epochs": args.epochs,
-              "stopping_step": args.stopping_step, "save_step": 100000, "device": "cpu",
+              "stopping_step": args.stopping_step, "save_step": 100000, "device": "cpu", "show_progress": False,
               "path_sample_args": {"pretrain_paths": args.pretrain_paths, "pretrain_hop_length": [3, 3],
                                    "pretrain_max_paths": args.pretrain_max_paths}}
     cpu0, wall0 = time.process_time(), time.perf_counter()

@@ -14,6 +14,9 @@ from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.paths.vocab import BOS, EOS, Vocabulary
 from kgglm.tasks.kg_completion import TailScorer, evaluate_model, run_kg_completion, triple_corpus
 
+# a small model and quiet runs over the package defaults (which are the paper's sizes)
+SMALL = {"num_layers": 2, "dropout": 0.0, "eval_batch_size": 256, "save_step": 1000, "show_progress": False}
+
 
 @pytest.fixture(scope="module")
 def split():
@@ -49,7 +52,8 @@ def test_tail_scorer_is_the_next_token_log_prob_over_candidates(split):
 
 def test_end_to_end_finetuned_model_beats_random(split, tmp_path):
     config = {"epochs": 30, "stopping_step": 5, "pretrain_epochs": 5, "warmup_steps": 10, "train_batch_size": 32,
-              "learning_rate": 3e-3, "embedding_size": 64, "num_heads": 4, "path_sample_args": {"pretrain_paths": 5}}
+              "learning_rate": 3e-3, "embedding_size": 64, "num_heads": 4, "path_sample_args": {"pretrain_paths": 5},
+              **SMALL}
     result = run_kg_completion(config, split.dataset, run_dir=tmp_path, split=split)
     data = split.dataset
     rng = np.random.default_rng(0)
@@ -90,7 +94,8 @@ def test_pre_model_path_must_come_from_the_same_kg_split(split, tmp_path):
     from kgglm.tasks.kg_completion import pretrain
     from kgglm.train.checkpoint import CheckpointError
 
-    config = {"epochs": 1, "pretrain_epochs": 1, "embedding_size": 16, "num_heads": 2, "num_layers": 1}
+    config = {**SMALL, "epochs": 1, "pretrain_epochs": 1, "embedding_size": 16, "num_heads": 2, "num_layers": 1,
+              "learning_rate": 2e-3, "warmup_steps": 50, "train_batch_size": 256, "stopping_step": 2}
     _, _, stats = pretrain(split, config, tmp_path / "pre")
     res = run_kg_completion(config, split.dataset, run_dir=tmp_path / "run", split=split,
                             pre_model_path=stats["checkpoint"])

@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,11 +141,7 @@ def run_kgglm(
     if stage == "finetune" and not str(config["pre_model_path"]).strip():
         raise ConfigError("train_stage 'finetune' needs pre_model_path: the pretrain checkpoint directory, "
                           f"e.g. {Path(config['checkpoint_dir']) / PRETRAIN_DIR}/")
-    run_dir = _shared_run_dir(config, stage or "eval")
-    result = RunResult(model, dataset, stage, run_dir=str(run_dir), config=config.to_dict())
-    start = time.perf_counter()
-    with _run_log(run_dir / "run.log", config["state"]) as log_path:
-        _start(config, run_dir, result, log_path)
+    with _managed_run(config, stage or "eval", stage, saved) as (result, run_dir):
         data = load_dataset_for(config)
         if model != "KGGLM":
             base = baseline_stage(config, data)
@@ -157,11 +153,6 @@ def run_kgglm(
             result.files["checkpoint"] = pre.checkpoint
         else:
             _take_finetune(result, finetune_stage(config, data, config["pre_model_path"], run_dir))
-        _finish(result, start)
-    if not saved:
-        if distributed.is_main():  # [distributed] rank 0 owns the run directory
-            shutil.rmtree(run_dir, ignore_errors=True)
-        result.run_dir, result.files = None, {}
     return result
 
 
@@ -190,11 +181,7 @@ def run_pipeline(
                     cmd_args=cmd_args, preset=preset)
     if config["task"] == "kg_completion":
         return _run_kg_completion(config)
-    run_dir = _shared_run_dir(config, "run")
-    result = RunResult(model, dataset, "pretrain+finetune", run_dir=str(run_dir), config=config.to_dict())
-    start = time.perf_counter()
-    with _run_log(run_dir / "run.log", config["state"]) as log_path:
-        _start(config, run_dir, result, log_path)
+    with _managed_run(config, "run", "pretrain+finetune") as (result, run_dir):
         data = load_dataset_for(config)
         if str(config["pre_model_path"]).strip():  # an existing pretrained model: fine-tune it
             logger.info("pre_model_path is set: skipping pre-training, fine-tuning %s", config["pre_model_path"])
@@ -207,7 +194,6 @@ def run_pipeline(
         _take_finetune(result, finetune_stage(config, data, config["pre_model_path"], run_dir))
         for name in config["baselines"]:
             _take_baseline(result, baseline_stage(config, data, name))
-        _finish(result, start)
     return result
 
 
@@ -216,27 +202,38 @@ def _run_kg_completion(config: Config, saved: bool = True) -> RunResult:
     and fine-tuned ("gen+spec") filtered tail ranking on valid and test."""
     from kgglm.tasks.kg_completion import run_kg_completion
 
-    run_dir = make_run_dir(config, "kgc")
-    result = RunResult(config.model, config.dataset, "kg_completion", run_dir=str(run_dir), config=config.to_dict())
-    start = time.perf_counter()
-    with log_to_file(run_dir / "run.log", config["state"]) as log_path:
-        _start(config, run_dir, result, log_path)
+    with _managed_run(config, "kgc", "kg_completion", saved) as (result, run_dir):
         out = run_kg_completion(config, load_dataset_for(config), run_dir=run_dir)
         result.best_valid_result, result.test_result = out["finetuned"]["valid"], out["finetuned"]["test"]
         result.best_valid_score = result.best_valid_result.get("mrr")
         result.baselines["zero-shot"] = {"valid": out["zero_shot"]["valid"], "test": out["zero_shot"]["test"]}
         result.train_stats = {"pretrain": out["pretrain"], "finetune": out["finetune"], "split": out["split"]}
         result.checkpoint = out["finetune"].get("checkpoint")
-        _finish(result, start)
-    if not saved:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        result.run_dir, result.files = None, {}
     return result
 
 
 # ---------------------------------------------------------------------------------- helpers
 # [distributed] under torchrun (kgglm.distributed) rank 0 alone creates the run directory and writes
 # config.yaml, run.log and result.json; the other ranks get its path and write nothing.
+@contextlib.contextmanager
+def _managed_run(config: Config, dir_stage: str, train_stage: str | None, saved: bool = True
+                 ) -> Iterator[tuple[RunResult, Path]]:
+    """One run: its directory (``CHECKPOINT_DIR/<model>-<dataset>-<dir_stage>-<time>``), seeding,
+    ``config.yaml`` and ``run.log``; the caller fills the yielded result, which is then saved as
+    ``result.json``. With ``saved=False`` the directory is removed afterwards."""
+    run_dir = _shared_run_dir(config, dir_stage)
+    result = RunResult(config.model, config.dataset, train_stage, run_dir=str(run_dir), config=config.to_dict())
+    start = time.perf_counter()
+    with _run_log(run_dir / "run.log", config["state"]) as log_path:
+        _start(config, run_dir, result, log_path)
+        yield result, run_dir
+        _finish(result, start)
+    if not saved:
+        if distributed.is_main():  # [distributed] rank 0 owns the run directory
+            shutil.rmtree(run_dir, ignore_errors=True)
+        result.run_dir, result.files = None, {}
+
+
 def _shared_run_dir(config: Config, stage: str) -> Path:
     made = str(make_run_dir(config, stage)) if distributed.is_main() else None
     return Path(distributed.broadcast_object(made))

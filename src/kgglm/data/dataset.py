@@ -123,6 +123,13 @@ def items_csr(n_users: int, n_items: int, interactions: Sequence[Interactions]) 
     return indptr, items
 
 
+def segments(lo: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten segments ``[lo, lo + count)``: the segment index and the position of every element."""
+    seg = np.repeat(np.arange(lo.shape[0]), counts)
+    pos = np.arange(seg.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts) + lo[seg]
+    return seg, pos
+
+
 def csr_rows(csr: tuple[np.ndarray, np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The CSR segments of ``rows`` (in that order) as a new CSR ``(indptr [len(rows) + 1], items)``."""
     all_indptr, all_items = csr
@@ -131,8 +138,7 @@ def csr_rows(csr: tuple[np.ndarray, np.ndarray], rows: np.ndarray) -> tuple[np.n
     counts = all_indptr[rows + 1] - lo
     indptr = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
-    pos = np.arange(indptr[-1]) - np.repeat(indptr[:-1], counts) + np.repeat(lo, counts)
-    return indptr, all_items[pos]
+    return indptr, all_items[segments(lo, counts)[1]]
 
 
 def build_graph(

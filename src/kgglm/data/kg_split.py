@@ -219,9 +219,7 @@ def load_kg_split(data: Dataset, *, kg_eval_args: Mapping | None = None, seed: i
 
 
 def kg_split_from_config(config: Mapping, data: Dataset) -> KGSplit:
-    """:func:`load_kg_split` with ``kg_eval_args``, ``seed`` and the KG field names of a config mapping."""
-    fields = tuple(config.get(k) or d for k, d in (("HEAD_ENTITY_ID_FIELD", "head_id"),
-                                                   ("RELATION_ID_FIELD", "relation_id"),
-                                                   ("TAIL_ENTITY_ID_FIELD", "tail_id")))
-    return load_kg_split(data, kg_eval_args=config.get("kg_eval_args"), seed=int(config.get("seed") or 2024),
+    """:func:`load_kg_split` with ``kg_eval_args``, ``seed`` and the KG field names of a resolved config."""
+    fields = tuple(config[k] for k in ("HEAD_ENTITY_ID_FIELD", "RELATION_ID_FIELD", "TAIL_ENTITY_ID_FIELD"))
+    return load_kg_split(data, kg_eval_args=config["kg_eval_args"], seed=int(config["seed"]),
                          fields=fields)  # type: ignore[arg-type]

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kgglm.data.dataset import segments
 from kgglm.data.graph import UI_RELATION, CollaborativeGraph
 
 logger = logging.getLogger(__name__)
@@ -378,13 +379,6 @@ def _user_walks(walker: _Walker, rng, starts, hop_length, collaborative, train_k
     return nodes, rels
 
 
-def _segments(lo: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flatten segments ``[lo, lo + count)``: (segment index, position) of every element."""
-    seg = np.repeat(np.arange(lo.shape[0]), counts)
-    pos = np.arange(seg.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts) + lo[seg]
-    return seg, pos
-
-
 def _last_hop(walker: _Walker, rng, nodes, collaborative, train_keys, n_items):
     """One uniform final edge per walk from ``nodes[:, -1]`` (X) to a training item of ``nodes[:, 0]``
     (U) not on the path; returns (walk index, edge index) for the walks that have one.
@@ -412,18 +406,18 @@ def _last_hop(walker: _Walker, rng, nodes, collaborative, train_keys, n_items):
     from_user = d_u <= deg_x
     # side A: the user's items, then every edge X -> item (several relations possible)
     wa = np.flatnonzero(from_user)
-    seg, pos = _segments(lo_u[wa], d_u[wa])
+    seg, pos = segments(lo_u[wa], d_u[wa])
     key = x[wa][seg] * n_nodes + (train_keys[pos] % n_items + n_users)
     left = np.searchsorted(walker.pair_keys, key, side="left")
     right = np.searchsorted(walker.pair_keys, key, side="right")
-    seg2, epos = _segments(left, right - left)
+    seg2, epos = segments(left, right - left)
     walk_a, edge_a = wa[seg[seg2]], walker.pair_order[epos]
     if not collaborative:
         keep = walker.relation[edge_a] != UI_RELATION
         walk_a, edge_a = walk_a[keep], edge_a[keep]
     # side B: X's edges, then is the neighbour a training item of the user
     wb = np.flatnonzero(~from_user)
-    seg, edge_b = _segments(lo_x[wb], deg_x[wb])
+    seg, edge_b = segments(lo_x[wb], deg_x[wb])
     dst = walker.neighbor[edge_b]
     is_item = (dst >= n_users) & (dst < n_users + n_items)
     key = u[wb][seg] * n_items + (dst - n_users)
