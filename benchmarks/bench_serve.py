@@ -36,18 +36,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def offline(checkpoint: str, n_users: int, k: int, seed: int) -> tuple[dict, list[str]]:
-    """Users/s of the offline batched decode, and the user ids the load will draw from."""
+def offline(checkpoint: str, n_users: int, k: int, seed: int, threads: int | None) -> tuple[dict, list[str]]:
+    """Users/s of the offline batched decode (with the server's thread count, and with torch's
+    default one as ``kgglm evaluate`` runs), and the user ids the load will draw from."""
+    import torch
+
     from kgglm.serve.engine import Engine
 
-    eng = Engine(checkpoint)
+    default_threads = torch.get_num_threads()
+    eng = Engine(checkpoint, threads=threads)
     data = eng.data
     pool = np.unique(data.splits["test"].users)
     rng = np.random.default_rng(seed)
     users = rng.choice(pool, size=min(n_users, len(pool)), replace=False)
     eng.offline_users_per_second(users[:8], k)  # warm-up
     ups = eng.offline_users_per_second(users, k)
-    info = {"users_per_s": round(ups, 1), "n_users": len(users), "batch_size": eng.batch_size,
+    server_threads, eng.threads = eng.threads, default_threads
+    ups_default = eng.offline_users_per_second(users, k) if default_threads != server_threads else ups
+    eng.threads = server_threads
+    info = {"users_per_s": round(ups, 1), "threads": server_threads,
+            "users_per_s_default_threads": round(ups_default, 1),
+            "default_threads": default_threads, "n_users": len(users), "batch_size": eng.batch_size,
             "num_beams": eng.info.num_beams, "hop_length": eng.hop_length, "load_seconds": eng.info.load_seconds,
             "model": eng.info.model, "dataset": eng.info.dataset, "checkpoint": eng.checkpoint}
     return info, [str(data.user_tokens[u]) for u in pool]
@@ -78,29 +87,40 @@ async def load_phase(url: str, users: list[str], clients: int, duration: float, 
                 errors[key] = errors.get(key, 0) + 1
 
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
-        before = (await c.get("/health")).json()["batching"]
+        h0 = (await c.get("/health")).json()
         await asyncio.gather(*(client(i, c) for i in range(clients)))
-        after = (await c.get("/health")).json()["batching"]
+        h1 = (await c.get("/health")).json()
     wall = time.perf_counter() - t0
+    before, after = h0["batching"], h1["batching"]
     n_batches = after["batches"] - before["batches"]
     batching = {"batches": n_batches, "largest_batch": after["largest_batch"],
                 "mean_batch": round((after["users_decoded"] - before["users_decoded"]) / max(n_batches, 1), 2)}
+    n_req = max(after["requests"] - before["requests"], 1)
+    # server time per request: the batched search and the explanation dicts (both in the decode thread,
+    # shared by a batch's requests); the rest of a request's latency is queueing, HTTP and JSON
+    timing = {f"{k.removesuffix('_seconds')}_ms_per_request":
+              round(1000 * (h1["timing"][k] - h0["timing"][k]) / n_req, 2)
+              for k in ("search_seconds", "explain_seconds")}
+    timing["decode_thread_busy"] = round((after["decode_seconds"] - before["decode_seconds"]) / wall, 2)
     lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     return {"clients": clients, "seconds": round(wall, 1), "requests": len(latencies),
+            "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)], "server_timing": timing,
             "errors": sum(errors.values()), "error_kinds": errors, "requests_per_s": round(len(latencies) / wall, 1),
             "p50_ms": round(float(np.percentile(lat, 50)), 1), "p90_ms": round(float(np.percentile(lat, 90)), 1),
             "p99_ms": round(float(np.percentile(lat, 99)), 1), "max_ms": round(float(lat.max()), 1),
             "batching": batching}
 
 
-def start_server(checkpoint: str, port: int, max_batch: int, max_wait_ms: float) -> subprocess.Popen:
+def start_server(checkpoint: str, port: int, max_batch: int, max_wait_ms: float,
+                 threads: int | None) -> subprocess.Popen:
     import httpx
 
     proc = subprocess.Popen([sys.executable, "-m", "kgglm.serve", "--checkpoint", checkpoint, "--port", str(port),
                              "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms),
-                             "--log-level", "warning"])
+                             "--log-level", "warning", *(["--threads", str(threads)] if threads else [])])
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -128,14 +148,19 @@ def markdown(args: argparse.Namespace, off: dict, phases: list[dict], others: st
         f"(random users with test items) for {args.duration:g} s per phase, then stops"),
         f"- also running on the machine: {others}", "",
         (f"Offline `recommend` (same model and beams, batch {off['batch_size']}, {off['n_users']} users): "
-        f"**{off['users_per_s']} users/s**. Server start-up (checkpoint load): {off['load_seconds']} s."), "",
-        "| clients | requests/s | p50 ms | p90 ms | p99 ms | max ms | errors | mean batch | largest batch so far |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"**{off['users_per_s']} users/s** with the server's {off['threads']} thread(s), "
+        f"{off['users_per_s_default_threads']} users/s with torch's default {off['default_threads']}. "
+        f"Server start-up (checkpoint load): {off['load_seconds']} s."), "",
+        "| clients | requests/s | p50 ms | p90 ms | p99 ms | max ms | errors | mean batch | largest batch so far "
+        "| search ms/req | explain ms/req | decode thread busy | load avg (start, end) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for p in phases:
-        b = p["batching"]
+        b, t = p["batching"], p["server_timing"]
         lines.append(f"| {p['clients']} | {p['requests_per_s']} | {p['p50_ms']} | {p['p90_ms']} | {p['p99_ms']} | "
-                     f"{p['max_ms']} | {p['errors']} | {b['mean_batch']} | {b['largest_batch']} |")
+                     f"{p['max_ms']} | {p['errors']} | {b['mean_batch']} | {b['largest_batch']} | "
+                     f"{t['search_ms_per_request']} | {t['explain_ms_per_request']} | {t['decode_thread_busy']:.0%} | "
+                     f"{p['load_avg_1min'][0]}, {p['load_avg_1min'][1]} |")
     return "\n".join(lines) + "\n"
 
 
@@ -148,16 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--offline-users", type=int, default=256)
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument("--threads", type=int, default=None, help="server's --threads (default: the server's default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--others", default="not recorded", help="what else ran on the machine (for the report)")
     ap.add_argument("--md", default=None, help="write the markdown report here")
     ap.add_argument("--json", default=None, help="write the raw numbers here")
     args = ap.parse_args(argv)
 
-    off, users = offline(args.checkpoint, args.offline_users, args.k, args.seed)
+    off, users = offline(args.checkpoint, args.offline_users, args.k, args.seed, args.threads)
     print(f"offline: {off['users_per_s']} users/s ({off['n_users']} users, batch {off['batch_size']})", flush=True)
     port = free_port()
-    proc = start_server(args.checkpoint, port, args.max_batch, args.max_wait_ms)
+    proc = start_server(args.checkpoint, port, args.max_batch, args.max_wait_ms, args.threads)
     url = f"http://127.0.0.1:{port}"
     phases = []
     try:

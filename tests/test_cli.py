@@ -101,6 +101,37 @@ def test_recommend_from_checkpoint(env, run_dir, capsys):
     assert f"user {users[0]}:" in out and " 1. " in out and " -> " in out
 
 
+def test_recommend_is_the_same_from_the_dataset_cache(env, run_dir, capsys, tmp_path, monkeypatch):
+    """Same items, scores and paths parsing the files, writing the cache, reading it (and with two
+    threads); a cache hit imports none of the modules the command does not need."""
+    import os
+    import time
+
+    root = env[0]
+    old = time.time() - 3600  # fresh files are not cached (racy timestamps)
+    for f in (root / "toy").iterdir():
+        os.utime(f, (old, old))
+    ds = load_dataset("toy", data_path=root, cache=False)
+    cmd = ["recommend", "--checkpoint", str(run_dir), "--user", str(ds.user_tokens[3]), "--user",
+           str(ds.user_tokens[11]), "-k", "4", "--format", "json"]
+    outs = []
+    for cache, extra in (("off", []), (str(tmp_path / "cache"), []), (str(tmp_path / "cache"), []),
+                         (str(tmp_path / "cache"), ["--threads", "2"])):
+        monkeypatch.setenv("KGGLM_DATASET_CACHE", cache)
+        capsys.readouterr()
+        assert main(cmd + extra) == 0
+        outs.append(capsys.readouterr().out)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    assert json.loads(outs[0])[0]["recommendations"] and outs[1:] == [outs[0]] * 3
+    code = ("import sys; from kgglm.cli import main; rc = main(sys.argv[1:]); "
+            "print(sorted(m for m in ('pandas', 'pooch', 'optuna', 'fastapi', 'uvicorn', 'tqdm.contrib', 'sklearn')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True, check=True,
+                         env={**os.environ, "KGGLM_DATASET_CACHE": str(tmp_path / "cache")})
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr
+    assert out.stdout.strip().splitlines()[0] == outs[0].strip().splitlines()[0]
+
+
 def test_train_stage_and_errors(env, tmp_path, capsys):
     _, _, args = env
     assert main(["train", *args, f"--checkpoint_dir={tmp_path}", "--train_stage=pretrain", "--pretrain_epochs=1",

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, help="items per user (default 10)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--data-path", default=None, help="folder holding the dataset (if it moved)")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="intra-op threads of the search (default 1: a few users' search is too small to "
+                        "gain from more; raise it for many users with a large model)")
     p = add("tune", "hyper-parameter search with Optuna over a params file", _cmd_tune)
     _add_run_options(p)
     p.add_argument("--params-file", required=True, help="one parameter per line: name choice [a,b] | "
@@ -99,10 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     args.extra = list(extra)
     if getattr(args, "data_path", None) and getattr(args, "accepts_overrides", False):
         args.extra.insert(0, f"--data_path={args.data_path}")
-    from kgglm.config import ConfigError
-    from kgglm.data.atomic import DatasetError
-    from kgglm.train.checkpoint import CheckpointError
-
     try:
         # [distributed] under torchrun these commands join the process group (kgglm.distributed);
         # rank 0 alone prints. Without torchrun's variables this is a no-op.
@@ -114,12 +113,25 @@ def main(argv: list[str] | None = None) -> int:
                     quiet.enter_context(contextlib.redirect_stdout(open(os.devnull, "w")))  # noqa: SIM115
                 return int(args.func(args) or 0)
         return int(args.func(args) or 0)
-    except (ConfigError, DatasetError, CheckpointError) as exc:
-        print(f"kgglm {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"kgglm {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not isinstance(exc, user_errors()):
+            raise
+        print(f"kgglm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+USER_ERRORS = {"kgglm.config": "ConfigError", "kgglm.data.atomic": "DatasetError",
+               "kgglm.train.checkpoint": "CheckpointError"}
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The error types that mean bad input (a message and exit status 2, no traceback), among the
+    modules loaded so far: an error type whose module was never imported cannot have been raised,
+    and importing it only to catch it would cost a command that does not need it (pandas, torch)."""
+    return tuple(getattr(sys.modules[m], name) for m, name in USER_ERRORS.items() if m in sys.modules)
 
 
 # ---------------------------------------------------------------------------------- commands
@@ -163,15 +175,48 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_recommend(args: argparse.Namespace) -> int:
+    # Startup is most of this command's time: the dataset comes from the parsed-dataset cache
+    # (kgglm.data.cache), the model skips its random initialisation (the checkpoint overwrites every
+    # weight), and the search runs in --threads threads (OpenMP threads spinning on a busy machine
+    # cost 10-30x the time of one thread for a search this small; results are the same).
+    import torch
+
     from kgglm.quick_start import recommend_from_checkpoint
 
-    recs = recommend_from_checkpoint(args.checkpoint, args.user, k=args.k, data_path=args.data_path,
-                                     cmd_args=args.extra)
+    torch.set_num_threads(max(1, args.threads))
+    with no_weight_init():
+        recs = recommend_from_checkpoint(args.checkpoint, args.user, k=args.k, data_path=args.data_path,
+                                         cmd_args=args.extra)
     if args.format == "json":
         print(json.dumps(recs, indent=2))
     else:
         print(format_examples(recs))
     return 0
+
+
+@contextlib.contextmanager
+def no_weight_init():
+    """Skip ``torch.nn.init``'s random initialisation of modules built in the block (as Hugging Face's
+    ``no_init_weights``): for a model whose every weight a checkpoint then overwrites (a strict
+    load). Process-wide while it lasts: for a command's single thread, not for a server."""
+    import torch
+
+    init = torch.nn.init
+    names = [n for n in ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_",
+                         "dirac_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_",
+                         "orthogonal_", "sparse_") if hasattr(init, n)]
+    saved = {n: getattr(init, n) for n in names}
+
+    def skip(tensor, *args, **kwargs):
+        return tensor
+
+    try:
+        for n in names:
+            setattr(init, n, skip)
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(init, n, f)
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:

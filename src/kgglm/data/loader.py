@@ -25,15 +25,19 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from kgglm.data.atomic import AtomicTable, DatasetError, read_atomic, read_header
 from kgglm.data.dataset import SPLITS, Dataset, Interactions, build_graph
-from kgglm.data.download import resolve_dataset
-from kgglm.data.splits import normalize_eval_args, split_indices
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kgglm.data.atomic import AtomicTable
+
+# pandas, the atomic-file reader and the downloader are imported when a dataset is parsed: a dataset
+# read back from the cache (kgglm.data.cache) needs none of them
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +71,7 @@ def load_dataset(
     show_progress: bool = False,
     download: bool = True,
     item_name: str = "title",
+    cache: bool | None = None,
 ) -> Dataset:
     """Read ``DATA_PATH/NAME/NAME.{inter,kg,link,item}``, split the interactions and build the graph.
 
@@ -77,7 +82,29 @@ def load_dataset(
     ``'entity'`` (the linked KG entity token, e.g. DBpedia's ``Toy_Story``; the title when unlinked).
     ``data_path`` is resolved as in :func:`kgglm.data.download.resolve_dataset`.
     Raises :class:`~kgglm.data.atomic.DatasetError` with file, line and field on bad input.
+
+    ``cache``: reuse the parsed arrays of an earlier call with the same files and options
+    (:mod:`kgglm.data.cache`; the result is the same); None (default) caches unless
+    ``$KGGLM_DATASET_CACHE`` is ``off``, False always parses.
     """
+    options = {k: v for k, v in locals().items() if k not in ("dataset", "cache")}
+    if cache is False:
+        return _parse(dataset, **options)
+    from kgglm.data.cache import load_or_parse
+
+    return load_or_parse(dataset, options, _parse)
+
+
+def _parse(dataset: str, *, data_path, eval_args, seed, benchmark_filename, USER_ID_FIELD, ITEM_ID_FIELD,
+           TIME_FIELD, HEAD_ENTITY_ID_FIELD, RELATION_ID_FIELD, TAIL_ENTITY_ID_FIELD, ENTITY_ID_FIELD, ui_relation,
+           show_progress, download, item_name) -> Dataset:
+    """:func:`load_dataset` without the cache: parse the atomic files."""
+    import pandas as pd
+
+    from kgglm.data.atomic import DatasetError, read_atomic
+    from kgglm.data.download import resolve_dataset
+    from kgglm.data.splits import normalize_eval_args, split_indices
+
     t0 = time.perf_counter()
     uid, iid, tfield = USER_ID_FIELD, ITEM_ID_FIELD, TIME_FIELD
     folder = resolve_dataset(dataset, data_path, show_progress=show_progress, download=download)
@@ -198,14 +225,16 @@ def load_dataset(
     return ds
 
 
-def load_dataset_from_config(config: Mapping[str, Any]) -> Dataset:
+def load_dataset_from_config(config: Mapping[str, Any], *, cache: bool | None = None) -> Dataset:
     """``load_dataset`` with arguments taken from a config mapping (RecBole key names; others ignored)."""
     kwargs = {k: config[k] for k in (*_CONFIG_KEYS, *FIELD_DEFAULTS) if config.get(k) is not None}
-    return load_dataset(config["dataset"], **kwargs)
+    return load_dataset(config["dataset"], cache=cache, **kwargs)
 
 
 # --------------------------------------------------------------------------------------- internals
 def _check_tokens(table: AtomicTable, fields: tuple[str, ...]) -> None:
+    from kgglm.data.atomic import DatasetError
+
     for name in fields:
         empty = np.flatnonzero((table.frame[name] == "").to_numpy())
         if len(empty):
@@ -214,6 +243,8 @@ def _check_tokens(table: AtomicTable, fields: tuple[str, ...]) -> None:
 
 def _first_repeat(values: np.ndarray) -> tuple[int, int] | None:
     """(index of the first value seen before, index of its first occurrence), or None."""
+    import pandas as pd
+
     again = pd.Series(values).duplicated().to_numpy()
     if not again.any():
         return None
@@ -223,6 +254,8 @@ def _first_repeat(values: np.ndarray) -> tuple[int, int] | None:
 
 def _link_items(link: AtomicTable, iid: str, eid: str, items: pd.Index) -> np.ndarray:
     """Linked entity token of every known item ('' when unlinked); errors on conflicting links."""
+    from kgglm.data.atomic import DatasetError
+
     frame = link.frame[[iid, eid]]
     first = ~frame.duplicated().to_numpy()  # exact repeats of a link are harmless
     rows = np.flatnonzero(first)
@@ -251,6 +284,10 @@ def _link_items(link: AtomicTable, iid: str, eid: str, items: pd.Index) -> np.nd
 
 
 def _item_names(path: Path, iid: str, item_tokens: np.ndarray) -> np.ndarray:
+    import pandas as pd
+
+    from kgglm.data.atomic import read_atomic, read_header
+
     names = item_tokens.copy()
     if not path.is_file():
         return names

@@ -9,6 +9,8 @@ import argparse
 import logging
 import sys
 
+KEEP_ALIVE_SECONDS = 30
+
 
 def _add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint (or run) directory")
@@ -18,6 +20,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=32, help="most users decoded together (default 32)")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long a request waits for others to batch with (default 5 ms)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="intra-op threads of the batched search (default: all cores but one, which the "
+                        "event loop keeps for HTTP and JSON; 1 on a 2-core machine)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=run)
     return p
@@ -42,25 +47,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"kgglm serve: error: {exc.name} is not installed; pip install 'kgglm[serve]'", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    engine = Engine(args.checkpoint, data_path=args.data_path)
+    engine = Engine(args.checkpoint, data_path=args.data_path, threads=args.threads)
     app = create_app(engine, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
     print(f"kgglm serve: {engine.info.model} on {engine.info.dataset} loaded in {engine.info.load_seconds:.1f}s; "
           f"http://{args.host}:{args.port}/", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    # keep-alive 30 s rather than uvicorn's 5: under load a client's pooled connection could be closed
+    # by the server just as the client reuses it (a ReadError for a request that was never read)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+                timeout_keep_alive=KEEP_ALIVE_SECONDS)
     return 0
 
 
 def serve_main(argv: list[str] | None = None) -> int:
     """``kgglm serve`` without the main parser (``python -m kgglm.serve``)."""
-    from kgglm.config import ConfigError
-    from kgglm.data.atomic import DatasetError
-    from kgglm.train.checkpoint import CheckpointError
+    from kgglm.cli import user_errors
 
     args = _add_arguments(argparse.ArgumentParser(prog="kgglm serve", allow_abbrev=False)).parse_args(argv)
     try:
         return run(args)
-    except (ConfigError, DatasetError, CheckpointError) as exc:
-        print(f"kgglm serve: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if not isinstance(exc, user_errors()):
+            raise
+        print(f"kgglm serve: error: {exc}", file=sys.stderr)
+        return 2

@@ -59,12 +59,13 @@ class Engine:
     """
 
     def __init__(self, checkpoint: str | os.PathLike, *, data_path: str | None = None,
-                 cmd_args: Iterable[str] | None = None) -> None:
+                 cmd_args: Iterable[str] | None = None, threads: int | None = None) -> None:
         from kgglm.decode.generation import PathGenerationConfig
         from kgglm.decode.recommend import make_constraint, model_device
         from kgglm.tasks.recommendation import load_for_inference, resolve_model_checkpoint
 
         t0 = time.perf_counter()
+        self.threads = default_threads() if threads is None else max(1, int(threads))
         self.checkpoint = str(resolve_model_checkpoint(checkpoint))
         self.model, self.vocab, self.data, self.config = load_for_inference(checkpoint, data_path=data_path,
                                                                             cmd_args=list(cmd_args or []))
@@ -75,8 +76,10 @@ class Engine:
         self.constraint = make_constraint(self.data, self.vocab, split="test", hop_length=self.hop_length,
                                           device=model_device(self.model))
         data = self.data
-        self._node_tokens = data.node_tokens()
-        self._node_names = data.node_names()
+        self._tables = _NodeTables(data)
+        self._node_tokens = self._tables.node_tokens()
+        self._node_names = self._tables.node_names()
+        self._entity_offset = data.graph.entity_offset
         self._user_ids = {str(t): i for i, t in enumerate(data.user_tokens.tolist())}
         self._item_ids = {str(t): i for i, t in enumerate(data.item_tokens.tolist())}
         train = data.splits["train"]
@@ -84,6 +87,7 @@ class Engine:
         self._train_items = train.items[order]
         self._train_ptr = np.searchsorted(train.users[order], np.arange(data.n_users + 1))
         self._lock = threading.Lock()
+        self.timing = {"search_seconds": 0.0, "explain_seconds": 0.0, "users": 0}  # for /health and benchmarks
         self.info = EngineInfo(model=str(self.config["model"]), dataset=data.name, checkpoint=self.checkpoint,
                                n_users=data.n_users, n_items=data.n_items, n_entities=data.n_entities,
                                n_relations=data.n_relations, hop_length=self.hop_length,
@@ -105,7 +109,7 @@ class Engine:
             raise NotFound(f"unknown item id {str(item)[:200]!r} in dataset {self.data.name}") from None
 
     def _node(self, node: int) -> dict:
-        kind = KIND_NAMES[int(self.data.graph.node_kind(np.array([node]))[0])]
+        kind = KIND_NAMES[(node >= self.data.n_users) + (node >= self._entity_offset)]  # graph.node_kind
         return {"id": str(self._node_tokens[node]), "name": str(self._node_names[node]), "kind": kind}
 
     def _relation(self, rel: int) -> str:
@@ -150,6 +154,7 @@ class Engine:
 
         users = np.asarray(users, dtype=np.int64)
         with self._lock:
+            _set_threads(self.threads)  # per call: the thread count is per calling thread in OpenMP
             return recommend(self.model, self.data, users, vocab=self.vocab,
                              generation=self.generation.replace(explanation=explanation), n_return=int(k),
                              split="test", batch_size=max(len(users), 1), constraint=self.constraint)
@@ -158,8 +163,14 @@ class Engine:
         """Top-``k`` explained recommendations for user indices, one dict per user (input order)."""
         if explanation not in EXPLANATION_MODES:
             raise ValueError(f"explanation must be one of {EXPLANATION_MODES}, got {explanation!r}")
+        t0 = time.perf_counter()
         recs = self.decode(users, k, explanation)
-        return [self._explained(recs, r, explanation) for r in range(len(recs.users))]
+        t1 = time.perf_counter()
+        out = [self._explained(recs, r, explanation) for r in range(len(recs.users))]
+        self.timing["search_seconds"] += t1 - t0
+        self.timing["explain_seconds"] += time.perf_counter() - t1
+        self.timing["users"] += len(out)
+        return out
 
     def _explained(self, recs, row: int, mode: str) -> dict:
         from kgglm.decode.explain import explain, path_strings
@@ -178,9 +189,9 @@ class Engine:
             out.append({"rank": rank + 1, "item": str(self.data.item_tokens[item]),
                         "title": str(self.data.item_names[item]), "score": float(recs.scores[row, rank]),
                         "path_score": float(recs.path_scores[row, rank]),
-                        "path": path_strings(self.data, self.vocab, toks, readable=False),
+                        "path": path_strings(self._tables, self.vocab, toks, readable=False),
                         "nodes": nodes, "relations": relations,
-                        "explanation": explain(self.data, self.vocab, toks, phrases),
+                        "explanation": explain(self._tables, self.vocab, toks, phrases),
                         "explanation_source": "knowledge" if through_kg else "collaborative"})
         return {"user": str(self.data.user_tokens[u]), "explanation": mode, "recommendations": out}
 
@@ -204,7 +215,41 @@ class Engine:
 
         t0 = time.perf_counter()
         with self._lock:
+            _set_threads(self.threads)
             recommend(self.model, self.data, np.asarray(users, dtype=np.int64), vocab=self.vocab,
                       generation=self.generation, n_return=int(k), split="test", batch_size=self.batch_size,
                       constraint=self.constraint)
         return len(users) / (time.perf_counter() - t0)
+
+
+class _NodeTables:
+    """The dataset as ``explain`` and ``path_strings`` read it, with the node token and name tables
+    built once: ``Dataset.node_names()`` concatenates every node's name at each call (35k on ml-100k,
+    twice per item: ~30 ms per user of 10 items, most of a request's time)."""
+
+    def __init__(self, data) -> None:
+        self._data = data
+        self._tokens = data.node_tokens()
+        self._names = data.node_names()
+
+    def node_tokens(self) -> np.ndarray:
+        return self._tokens
+
+    def node_names(self) -> np.ndarray:
+        return self._names
+
+    def __getattr__(self, name: str):
+        return getattr(self._data, name)
+
+
+def default_threads() -> int:
+    """Intra-op threads for decoding: every core but one, which the server's event loop (HTTP, JSON)
+    keeps; 1 on a 2-core machine."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
