@@ -10,8 +10,11 @@ NDCG/Recall/MRR/Hit@10, the share of explanations through a KG entity, ETD, and 
         --baselines Pop,BPR,LightGCN,KGItemKNN --out benchmarks/results/quality-ml-100k.md
 
 A ``--kgglm`` variant is ``NAME[:--key=value ...]``: NAME is a preset (``quick``, ``cpu``, ``paper``)
-or ``NAME+label``; what follows the colon are config overrides. The synthetic knowledge-signal data
-set is written to a temporary folder first with ``--dataset synthetic-kg`` (its generator's defaults).
+or ``NAME+label``; what follows the colon are config overrides. A ``--decode`` variant
+``LABEL:--path_generation_args.KEY=VALUE ...`` re-evaluates the first KGGLM variant's chosen checkpoint
+(valid and test) with other decoding settings: the decoding ablation, on one trained model. The
+synthetic knowledge-signal data set is written to a temporary folder first with ``--dataset
+synthetic-kg`` (its generator's defaults).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from kgglm.quick_start import run_kgglm, run_pipeline
+from kgglm.quick_start import evaluate_checkpoint, run_kgglm, run_pipeline
 
 COLUMNS = ("ndcg@10", "recall@10", "mrr@10", "hit@10", "kg_share", "etd", "coverage@10")
 
@@ -49,12 +52,29 @@ def run_all(args: argparse.Namespace, data_path: str, workdir: str) -> list[dict
         rows.append({"model": f"KGGLM {label}", "valid": res.best_valid_score, **res.test_result,
                      "seconds": time.perf_counter() - t0, "epochs": res.train_stats.get("epochs")})
         print(f"  KGGLM {label}: test ndcg@10 {res.test_result['ndcg@10']:.4f}", flush=True)
+        if variant == args.kgglm[0]:
+            rows += decode_ablation(args, res.checkpoint, label, data_path)
     for name in [b for b in args.baselines.split(",") if b]:
         t0 = time.perf_counter()
         res = run_kgglm(name, args.dataset, cmd_args=common, saved=False)
         rows.append({"model": name, "valid": res.best_valid_score, **res.test_result,
                      "seconds": time.perf_counter() - t0, "epochs": res.train_stats.get("epochs")})
         print(f"  {name}: test ndcg@10 {res.test_result['ndcg@10']:.4f}", flush=True)
+    return rows
+
+
+def decode_ablation(args: argparse.Namespace, checkpoint: str, label: str, data_path: str) -> list[dict]:
+    """Rows of the ``--decode`` variants: the same checkpoint evaluated on valid and test."""
+    rows = []
+    for variant in args.decode or []:
+        name, _, rest = variant.partition(":")
+        t0 = time.perf_counter()
+        over = shlex.split(rest) + ["--show_progress=false", "--state=WARNING"]
+        valid = evaluate_checkpoint(checkpoint, "valid", data_path=data_path, cmd_args=over)
+        test = evaluate_checkpoint(checkpoint, "test", data_path=data_path, cmd_args=over)
+        rows.append({"model": f"KGGLM {label}, decode {name}", "valid": valid["ndcg@10"], **test,
+                     "seconds": time.perf_counter() - t0, "epochs": "(same)"})
+        print(f"  decode {name}: valid ndcg@10 {valid['ndcg@10']:.4f} test {test['ndcg@10']:.4f}", flush=True)
     return rows
 
 
@@ -74,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="ml-100k", help="ml-100k, ml1m, or synthetic-kg (generated)")
     p.add_argument("--data-path", default="../shared/data")
     p.add_argument("--kgglm", action="append", default=None, help="a KGGLM variant (repeat); default quick")
+    p.add_argument("--decode", action="append", default=None,
+                   help="decoding variant LABEL:--path_generation_args.KEY=VALUE ... of the first KGGLM (repeat)")
     p.add_argument("--baselines", default="Pop,BPR,LightGCN,KGItemKNN")
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--out", default=None, help="write the table (markdown) here")
@@ -85,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             from kgglm.data.synthetic import make_knowledge_dataset, write_atomic
 
             data_path = str(Path(work) / "data")
-            write_atomic(make_knowledge_dataset(name="synthetic-kg"), Path(data_path) / "synthetic-kg")
+            write_atomic(make_knowledge_dataset(name="synthetic-kg"), data_path)  # -> DATA_PATH/synthetic-kg/
         t0 = time.perf_counter()
         rows = run_all(args, data_path, work)
     text = (f"### {args.dataset}\n\n{table(rows)}\n\n"

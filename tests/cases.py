@@ -28,8 +28,10 @@ def make_model(vocab: Vocabulary, *, n_positions: int = 9, embedding_size: int =
 
 
 def generation(**overrides) -> PathGenerationConfig:
-    """The package's default decoding settings with ``overrides`` (e.g. ``num_beams=6``)."""
-    return PathGenerationConfig.from_config(Config(), **overrides)
+    """The package's default decoding settings with ``overrides`` (e.g. ``num_beams=6``), ranking items
+    by their best path (``ranking='logprob'``: scores are then path log-probabilities, which the search
+    tests recompute); the default ``marginal`` ranking has tests of its own."""
+    return PathGenerationConfig.from_config(Config(), **{"ranking": "logprob", **overrides})
 
 
 def eval_settings(topk: Sequence[int] = (10,), metrics: Sequence[str] = ("Recall", "MRR", "NDCG", "Hit", "Precision"),

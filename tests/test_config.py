@@ -35,7 +35,7 @@ def test_defaults_have_recbole_names_and_values():
     assert isinstance(c["learning_rate"], float)  # YAML's 2.0e-4, not the string '2e-4'
     assert c["path_sample_args"]["pretrain_hop_length"] == [3, 3]
     assert c["path_sample_args"]["collaborative_path"] is True
-    assert c["path_generation_args"]["num_beams"] == 20
+    assert c["path_generation_args"]["num_beams"] == 50  # hopwise KGGLM default
     assert c["eval_args"]["split"] == {"RS": [0.8, 0.1, 0.1]}
     assert c["model"] == "KGGLM" and c["dataset"] == "ml-100k"
 

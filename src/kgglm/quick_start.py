@@ -185,6 +185,8 @@ def run_pipeline(
         data = load_dataset_for(config)
         if str(config["pre_model_path"]).strip():  # an existing pretrained model: fine-tune it
             logger.info("pre_model_path is set: skipping pre-training, fine-tuning %s", config["pre_model_path"])
+        elif int(config["pretrain_epochs"]) == 0:  # no pre-training at all (the ablation)
+            config["pre_model_path"] = None
         else:
             pre = pretrain_stage(config, data, run_dir / "pretrain")
             result.files["pretrain_checkpoint"] = pre.checkpoint

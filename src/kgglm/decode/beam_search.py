@@ -5,9 +5,12 @@ standard beam search (scores = sums of log-probabilities of the masked, renormal
 distribution) keep ``num_beams`` prefixes per user, with the model's KV cache reordered as beams
 are selected. The last step is different: instead of selecting ``num_beams`` (beam, item) pairs,
 which can collapse onto a few items when many beams end on the same one, every legal item of
-every beam is scored and the best path per (user, item) is kept. The items are then ranked by
-that best-path score; this also gives the full ``[users, items]`` score matrix (``-inf`` where no
-beam reached the item).
+every beam is scored and the best path per (user, item) is kept (it is the item's explanation).
+Items are ranked by ``ranking``: ``marginal`` (the default) sums the probabilities of all decoded
+paths that reach the item, i.e. each of the ``num_beams`` prefixes spreads its probability over
+the unseen items it can end on (``last_hop_norm: legal``) and an item collects what reaches it;
+``logprob`` ranks by the best path alone (the paper's decoding). This also gives the full
+``[users, items]`` score matrix (``-inf`` where no beam reached the item).
 
 If a user still has fewer than ``n_return`` distinct items and the search pruned some prefixes
 for that user, the user is searched again with 4x the beams, until enough items are found or the

@@ -108,13 +108,21 @@ def pretrain_stage(config: Config, data: Dataset, ckpt_dir: Path) -> PretrainRes
     return PretrainResult(checkpoint=str(tr.last_checkpoint), train_stats=_train_stats(tr, tokens.shape[0]))
 
 
-def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathLike, run_dir: Path) -> FinetuneResult:
-    """Fine-tune from ``pre_model_path`` on user paths with validation early stopping, then test."""
+def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathLike | None,
+                   run_dir: Path) -> FinetuneResult:
+    """Fine-tune from ``pre_model_path`` on user paths with validation early stopping, then test.
+
+    ``pre_model_path=None`` trains a freshly initialised model on the user paths alone (no
+    pre-training: PEARLM's setting, the ablation of the paper's central claim)."""
     vocab = Vocabulary.from_graph(data.graph, data.name)
     tokens = stage_corpus(data, vocab, PathSampleConfig.from_config(config), "finetune")
     logger.info("finetune corpus: %d user paths", tokens.shape[0])
     model_config = ModelConfig.from_config(config, vocab_size=vocab.size, n_positions=tokens.shape[1])
-    model, _ = ckpt.load_pretrained_for_finetune(pre_model_path, vocab, model_config, device=config.device)
+    if pre_model_path is None:
+        model = KGGLM(model_config, torch.from_numpy(vocab.token_types())).to(config.device)
+        logger.info("no pre-training: fine-tuning a fresh model (%.2fM parameters)", model.num_parameters() / 1e6)
+    else:
+        model, _ = ckpt.load_pretrained_for_finetune(pre_model_path, vocab, model_config, device=config.device)
     generation = PathGenerationConfig.from_config(config)
     settings = EvalConfig.from_config(config)
 
