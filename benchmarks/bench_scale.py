@@ -1,7 +1,8 @@
 """Scale benchmark on an Amazon-book-sized synthetic data set (50x ml-100k): load, corpus, training, evaluation.
 
-    python benchmarks/bench_scale.py [--data-path DIR] [--scale 1.0] [--cases load corpus train eval]
+    python benchmarks/bench_scale.py [--data-path DIR] [--scale 1.0] [--cases load load-cached corpus train eval]
         [--eval-users 1000 4000] [--eval-batch 64 256] [--md benchmarks/results/scale.md] [--others TEXT]
+        [--threads N] [--last-hop direct|walk] [--timeout S]
 
 The data set comes from :mod:`kgglm.data.large_synthetic` (70k users, 25k items, 850k interactions,
 89k KG entities, 2.5M triples, 39 relations at ``--scale 1``); it is generated into a temporary folder
@@ -9,16 +10,17 @@ unless ``--data-path`` already holds it. Every measurement runs in a fresh subpr
 separate; inside it the peak RSS is reset (``/proc/self/clear_refs``) after loading, so a step's peak
 (``VmHWM``) is the step's own plus what was resident before it. Cases and targets (2 cores):
 
-* ``load``: ``load_dataset`` time and peak RSS (target < 30 s).
+* ``load``: ``load_dataset(..., cache=False)`` time and peak RSS: parsing the atomic files (target
+  < 30 s); ``load-cached``: the same from the parsed-dataset cache (:mod:`kgglm.data.cache`).
 * ``corpus``: ``sample_user_paths(max_paths_per_user=250, hop_length=3, last_hop=--last-hop)`` +
-  ``PathBatch.tokens`` (target
-  < 5 min, peak < 8 GiB).
+  ``PathBatch.tokens`` (target < 5 min, peak < 8 GiB); ``direct`` enumerates most users exactly.
 * ``train``: one AdamW step of KGGLM 256 wide, 4 heads, 3 layers, typed output slices, batch 256 (mean of
   3 steps after one warm-up).
 * ``eval``: ``evaluate(model, dataset, 'test', ...)`` on the first N test users of an untrained model, for
   every N and eval batch size: users/s and peak RSS (target: the peak depends on the batch, not on N).
 
-Wall times on a shared machine are inflated by other load; the process CPU time is reported too.
+Wall times on a shared machine are inflated by other load; the process CPU time is reported too,
+and the load average during each case. ``--threads`` sets the torch threads of every case.
 """
 
 from __future__ import annotations
@@ -50,6 +52,15 @@ def _status(field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def _status_total() -> int:
+    """Total memory in bytes (``/proc/meminfo``), 0 where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            return int(f.readline().split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _reset_peak() -> bool:
@@ -86,10 +97,15 @@ def run_case(case: str, data_path: str, args: list[str]) -> dict:
 
     from kgglm.data import load_dataset
 
-    torch.set_num_threads(2)
-    if case == "load":
-        ds, wall, cpu, peak, before = _timed(lambda: load_dataset(NAME, data_path=data_path, download=False))
-        return {"case": "load", "wall_s": wall, "cpu_s": cpu, "peak_rss": peak, "rss_before": before,
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))  # the parent passes --threads here
+    if case in ("load", "load-cached"):  # parsing the atomic files, or reading the parsed-dataset cache
+        cache = case == "load-cached"
+        if cache:  # make sure the cache entry exists (outside the measurement)
+            load_dataset(NAME, data_path=data_path, download=False)
+        ds, wall, cpu, peak, before = _timed(lambda: load_dataset(NAME, data_path=data_path, download=False,
+                                                                  cache=cache))
+        return {"case": "load (cache)" if cache else "load (parse)", "wall_s": wall, "cpu_s": cpu,
+                "peak_rss": peak, "rss_before": before,
                 "detail": f"{ds.n_users} users, {ds.n_items} items, {ds.stats['interactions']} inter., "
                           f"{ds.stats['triples']} triples, {ds.graph.n_edges} CSR edges"}
     ds = load_dataset(NAME, data_path=data_path, download=False)
@@ -105,11 +121,11 @@ def run_case(case: str, data_path: str, args: list[str]) -> dict:
             return batch, batch.tokens(vocab)
 
         (batch, tokens), wall, cpu, peak, before = _timed(corpus)
-        users = np.unique(batch.nodes[:, 0]).size
+        per_user = np.bincount(batch.nodes[:, 0], minlength=ds.n_users)
         name = f"corpus (last_hop={args[0] if args else 'direct'})"
         return {"case": name, "wall_s": wall, "cpu_s": cpu, "peak_rss": peak, "rss_before": before,
-                "detail": f"{len(batch):,} paths for {users:,} users, tokens {tuple(tokens.shape)} "
-                          f"({tokens.nbytes / GIB:.2f} GiB)"}
+                "detail": f"{len(batch):,} paths for {(per_user > 0).sum():,} users ({(per_user >= 250).sum():,} "
+                          f"with 250), tokens {tuple(tokens.shape)} ({tokens.nbytes / GIB:.2f} GiB)"}
     from kgglm.model.gpt import KGGLM, ModelConfig
 
     torch.manual_seed(0)
@@ -164,29 +180,44 @@ def run_case(case: str, data_path: str, args: list[str]) -> dict:
 
 # ------------------------------------------------------------------------------------ the parent
 def child(case: str, data_path: str, extra: list[str], timeout: float) -> dict:
+    """Run one case in a fresh process; the 1-minute load average is sampled every 5 s meanwhile."""
+    import threading
+
     cmd = [sys.executable, __file__, "--child", case, "--data-path", data_path, "--child-args", *extra]
+    loads, done = [], threading.Event()
+
+    def sample():
+        while not done.wait(5.0):
+            loads.append(os.getloadavg()[0])
+
+    threading.Thread(target=sample, daemon=True).start()
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"case": " ".join([case, *extra]), "error": f"timed out after {timeout:.0f} s"}
+    finally:
+        done.set()
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode or not lines:
         return {"case": " ".join([case, *extra]), "error": (proc.stderr or proc.stdout).strip()[-400:]}
     row = json.loads(lines[-1])
     row["process_s"] = time.perf_counter() - t0
+    loads = loads or [os.getloadavg()[0]]
+    row["load"] = f"{min(loads):.1f}-{max(loads):.1f}"
     return row
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| case | wall s | CPU s | peak RSS GiB | RSS before GiB | detail |",
-           "| --- | ---: | ---: | ---: | ---: | --- |"]
+    out = ["| case | wall s | CPU s | peak RSS GiB | RSS before GiB | load avg | detail |",
+           "| --- | ---: | ---: | ---: | ---: | --- | --- |"]
     for r in rows:
         if "error" in r:
-            out.append(f"| {r['case']} | - | - | - | - | ERROR: {r['error'].splitlines()[-1] if r['error'] else ''} |")
+            last = r["error"].splitlines()[-1] if r["error"] else ""
+            out.append(f"| {r['case']} | - | - | - | - | - | ERROR: {last} |")
             continue
         out.append(f"| {r['case']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['peak_rss'] / GIB:.2f} | "
-                   f"{r['rss_before'] / GIB:.2f} | {r['detail']} |")
+                   f"{r['rss_before'] / GIB:.2f} | {r.get('load', '')} | {r['detail']} |")
     return "\n".join(out)
 
 
@@ -194,12 +225,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-path", default=None, help="folder holding amazon-book-synth/ (default: generate)")
     ap.add_argument("--scale", type=float, default=1.0)
-    ap.add_argument("--cases", nargs="+", default=["load", "corpus", "train", "eval"])
+    ap.add_argument("--cases", nargs="+", default=["load", "load-cached", "corpus", "train", "eval"])
     ap.add_argument("--eval-users", type=int, nargs="+", default=[1000, 4000])
     ap.add_argument("--eval-batch", type=int, nargs="+", default=[64, 256])
     ap.add_argument("--last-hop", choices=("direct", "walk"), default="direct",
                     help="sample_user_paths(last_hop=...) of the corpus case (walk: the paper's rejection)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per case")
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")),
+                    help="torch/BLAS threads of each case (default: $OMP_NUM_THREADS, else 2)")
     ap.add_argument("--md", default=None, help="write the results as markdown here")
     ap.add_argument("--others", default="", help="what else was running (for the record)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -208,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(run_case(args.child, args.data_path, args.child_args)), flush=True)
         return 0
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the case subprocesses
     tmp = None
     data_path = args.data_path
     if data_path is None or not (Path(data_path) / NAME / f"{NAME}.inter").is_file():
@@ -234,9 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         head = [f"# Scale: {NAME} (Amazon-book size, scale {args.scale:g})", "",
                 f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
                 f"- command: `{cmd}`",
-                f"- machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-                f"{platform.system()} {platform.release()}; load average at the end {os.getloadavg()[0]:.1f}",
-                f"- also running: {args.others or 'not recorded'}", ""]
+                f"- machine: {platform.machine()}, {os.cpu_count()} cores, {_status_total() / GIB:.0f} GiB, "
+                f"Python {platform.python_version()}, "
+                f"{platform.system()} {platform.release()}; {args.threads} torch thread(s) per case; "
+                f"load average at the end {os.getloadavg()[0]:.1f} (per case: min-max of the 1-minute load "
+                "average sampled every 5 s)",
+                f"- also running: {args.others or 'not recorded'}", "", ""]
         Path(args.md).parent.mkdir(parents=True, exist_ok=True)
         Path(args.md).write_text("\n".join(head) + text + "\n")
     if tmp is not None:

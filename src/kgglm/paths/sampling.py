@@ -23,6 +23,19 @@ distinct *training* items of ``U``; the H-1 hops in between follow the walk rule
 UI edges when ``collaborative`` (so they may pass through other users), and the path is simple
 (no node appears twice). Only the graph is walked, and the graph holds training interactions only,
 so validation/test interactions never appear; both ends are also checked against ``train``.
+
+Fine-tuning draw (``max_paths_per_user`` = cap): a user gets cap distinct paths, or all of its
+paths when it has fewer, in the order a stream of walks would discover them. ``last_hop='walk'``
+(the default, the paper's corpus): rounds of walks with rejection; a user stops when full or when
+its valid walks keep repeating known paths (best effort: a rare path may be missed).
+``last_hop='direct'``, 3 hops: every user whose path space is cheap to enumerate (the sum over its
+item pairs of the smaller item degree is at most 256 x cap neighbour look-ups; on long-tailed data
+most users) gets its paths enumerated exactly and cap of them drawn without replacement with
+probability proportional to the direct walk's (Efraimidis-Spirakis keys: the same law as the first
+cap distinct walks, up to the walk's rare exact back-step fallback), so it gets exactly
+min(cap, its number of paths) paths and no walk is wasted on it; the other users (many items,
+large path spaces, filled in a round or two) are walked as above. Cost: look-ups plus paths, in
+batches of users (memory bounded by the batch), never a loop per user or per path.
 """
 
 from __future__ import annotations
@@ -42,6 +55,8 @@ _CHUNK_WALKS = 1 << 21  # fine-tuning walks generated per vectorised batch (boun
 _MAX_USER_WALKS = 1 << 16  # fine-tuning walks per user and round, at most
 LAST_HOPS = ("walk", "direct")
 _SATURATION = 8  # a user whose valid walks repeat its known paths this often has no more to find
+_EXACT_LOOKUPS_PER_PATH = 256  # last_hop='direct': enumerate a user exactly below cap x this many look-ups
+_EXACT_CHUNK_LOOKUPS = 1 << 22  # neighbour look-ups per vectorised batch of exact users (bounds memory)
 
 
 @dataclass(frozen=True)
@@ -85,10 +100,38 @@ class _Walker:
         first_kg_key = (nodes * graph.n_relations + (UI_RELATION + 1)) * graph.n_nodes
         self.ui_end = np.searchsorted(graph.edge_keys, first_kg_key).astype(np.int64)
         self.ui_share = ui_share
-        # fine-tuning's last hop (see _last_hop): edges sorted by (src, dst) and the training CSR
+        # fine-tuning's last hop and exact paths: edges sorted by (src, dst) and the training CSR
         self.pair_order: np.ndarray | None = None
         self.pair_keys: np.ndarray | None = None
+        self.pair_run_end: np.ndarray | None = None
         self.train_indptr: np.ndarray | None = None
+
+    def index_pairs(self, train_keys: np.ndarray, n_items: int) -> None:
+        """Build (once per sampling run) the edges sorted by ``src * n_nodes + dst`` (``pair_keys``,
+        ``pair_order`` maps back to edge ids; a node's row keeps its ``indptr`` range), the end of
+        each run of equal keys (several relations between two nodes), and the CSR of the users'
+        training items (``train_keys`` is sorted by user)."""
+        if self.pair_order is not None:
+            return
+        g = self.graph
+        src = np.repeat(np.arange(g.n_nodes, dtype=np.int64), np.diff(g.indptr))
+        pair = src * g.n_nodes + g.neighbor
+        self.pair_order = np.argsort(pair, kind="stable")
+        self.pair_keys = pair[self.pair_order]
+        ends = np.flatnonzero(np.diff(self.pair_keys)) + 1
+        ends = np.append(ends, self.pair_keys.size)
+        self.pair_run_end = np.repeat(ends, np.diff(ends, prepend=0))
+        self.train_indptr = np.zeros(g.n_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(train_keys // n_items, minlength=g.n_users), out=self.train_indptr[1:])
+
+    def find_pairs(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each query, the range ``[lo, lo + count)`` of ``pair_keys`` holding the edges
+        ``src -> dst`` (any relation); ``count`` is 0 when there is none."""
+        key = src * self.graph.n_nodes + dst
+        lo = np.searchsorted(self.pair_keys, key)
+        at = np.minimum(lo, self.pair_keys.size - 1)
+        count = np.where(self.pair_keys[at] == key, self.pair_run_end[at] - lo, 0)
+        return lo, count
 
     def kg_degree(self) -> np.ndarray:
         return self.end - self.ui_end
@@ -264,8 +307,11 @@ def sample_user_paths(
     See the module docstring for the path rule. Constrained random walks with rejection, in rounds
     over all users at once: each round draws for every unfinished user about as many walks as its
     observed acceptance rate says it needs, keeps the valid ones and drops duplicates. A user stops
-    when full, or when its valid walks keep repeating known paths (few valid paths exist). Users with
-    fewer than two training items get no path. Output is grouped by user, in order of discovery.
+    when full, or when its valid walks keep repeating known paths (few valid paths exist). With
+    ``last_hop='direct'`` and 3 hops, users whose paths are cheap to enumerate skip the walks: all
+    their paths are listed and cap of them drawn in the walk's law (:func:`_exact_user_paths`).
+    Users with fewer than two training items get no path. Output is grouped by user, in order of
+    discovery.
     """
     if hop_length < 3 or hop_length % 2 == 0:
         raise ValueError(f"hop_length must be odd and >= 3 (user -> item ... -> item), got {hop_length}")
@@ -283,6 +329,14 @@ def sample_user_paths(
     kept_rels = np.zeros((0, hop_length), dtype=np.int64)
     have = np.zeros(n_users, dtype=np.int64)
     active = (n_train_items >= 2) & (graph.degree()[:n_users] > 0) & (cap > 0)
+    exact_nodes, exact_rels = kept_nodes, kept_rels
+    if last_hop == "direct" and hop_length == 3:  # users cheap to enumerate: all their paths, exactly
+        cost = _exact_cost(walker, train_keys // n_items, train_keys % n_items + n_users, n_users)
+        exact = np.flatnonzero(active & (cost <= _EXACT_LOOKUPS_PER_PATH * cap))
+        exact_nodes, exact_rels = _exact_user_paths(walker, rng, exact, cost[exact], cap, collaborative,
+                                                    train_keys, n_items)
+        active[exact] = False
+        logger.debug("user paths: %d users enumerated exactly, %d paths", exact.size, exact_nodes.shape[0])
     # prior guess, replaced by the observed rate after round 1; high when the last hop is drawn
     # among valid edges (at 0.25, round 0 alone walked 91M walks at Amazon-book size)
     acceptance = np.full(n_users, 0.75 if last_hop == "direct" else 0.25)
@@ -326,6 +380,12 @@ def sample_user_paths(
         active[users] = (have[users] < cap) & ~saturated
         logger.debug("user paths round %d: %d walks, %d paths, %d users active",
                   rnd, starts.size, kept_nodes.shape[0], active.sum())
+    if exact_nodes.shape[0]:  # merge, grouped by user (each part keeps its order)
+        kept_nodes = np.concatenate([exact_nodes, kept_nodes])
+        kept_rels = np.concatenate([exact_rels, kept_rels])
+        order = np.argsort(kept_nodes[:, 0], kind="stable")
+        kept_nodes, kept_rels = kept_nodes[order], kept_rels[order]
+        have = np.bincount(kept_nodes[:, 0], minlength=n_users)
     logger.info("user paths: %d paths for %d users (%d full)", kept_nodes.shape[0], (have > 0).sum(),
              (have >= cap).sum())
     return PathBatch(kept_nodes, kept_rels)
@@ -389,28 +449,21 @@ def _last_hop(walker: _Walker, rng, nodes, collaborative, train_keys, n_items):
     work per walk is min(items of U, degree of X), never a hub's full degree for a small user.
     """
     g = walker.graph
-    n_users, n_nodes = g.n_users, g.n_nodes
-    if walker.pair_order is None:  # (src, dst)-sorted edges, built once per sampling run
-        src = np.repeat(np.arange(n_nodes, dtype=np.int64), np.diff(g.indptr))
-        pair = src * n_nodes + g.neighbor
-        walker.pair_order = np.argsort(pair, kind="stable")
-        walker.pair_keys = pair[walker.pair_order]
-        users_of = train_keys // n_items
-        walker.train_indptr = np.zeros(n_users + 1, dtype=np.int64)
-        np.cumsum(np.bincount(users_of, minlength=n_users), out=walker.train_indptr[1:])
+    n_users = g.n_users
+    walker.index_pairs(train_keys, n_items)
     u, x = nodes[:, 0], nodes[:, -1]
     lo_x = walker.start[x] if collaborative else walker.ui_end[x]
     deg_x = walker.end[x] - lo_x
     lo_u = walker.train_indptr[u]
     d_u = walker.train_indptr[u + 1] - lo_u
     from_user = d_u <= deg_x
-    # side A: the user's items, then every edge X -> item (several relations possible)
+    # side A: the user's items, then every edge X -> item (several relations possible); walks in
+    # order of X, so the binary searches of one X stay in its row (cache), 4x faster on large graphs
     wa = np.flatnonzero(from_user)
+    wa = wa[np.argsort(x[wa], kind="stable")]
     seg, pos = segments(lo_u[wa], d_u[wa])
-    key = x[wa][seg] * n_nodes + (train_keys[pos] % n_items + n_users)
-    left = np.searchsorted(walker.pair_keys, key, side="left")
-    right = np.searchsorted(walker.pair_keys, key, side="right")
-    seg2, epos = segments(left, right - left)
+    left, count = walker.find_pairs(x[wa][seg], train_keys[pos] % n_items + n_users)
+    seg2, epos = segments(left, count)
     walk_a, edge_a = wa[seg[seg2]], walker.pair_order[epos]
     if not collaborative:
         keep = walker.relation[edge_a] != UI_RELATION
@@ -436,3 +489,146 @@ def _last_hop(walker: _Walker, rng, nodes, collaborative, train_keys, n_items):
     last[:-1] = walk[order[1:]] != walk[order[:-1]]
     chosen = order[last]
     return walk[chosen], edge[chosen]
+
+
+# ---------------------------------------------------------------------------------- exact paths
+def _first_hop_probs(walker: _Walker, nodes: np.ndarray, collaborative: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Probability of each UI edge and of each KG edge out of item ``nodes`` on a walk's second hop,
+    given the walk came from one of the item's users (the back-step to that user is rejected, which
+    conditions the draw of :meth:`_Walker._draw` on not going back). 0 where no such edge exists."""
+    n_ui = (walker.ui_end[nodes] - walker.start[nodes]).astype(np.float64)
+    n_kg = (walker.end[nodes] - walker.ui_end[nodes]).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if not collaborative:  # KG edges only, uniform; the user is not among them
+            return np.zeros_like(n_kg), np.where(n_kg > 0, 1.0 / n_kg, 0.0)
+        if walker.ui_share is None:  # uniform over all edges but the one back to the user
+            q = np.where(n_ui + n_kg > 1, 1.0 / (n_ui + n_kg - 1), 0.0)
+            return q, q
+        share = walker.ui_share
+        p_ui = np.where(n_ui > 0, np.where(n_kg > 0, share, 1.0) / n_ui, 0.0)
+        p_kg = np.where(n_kg > 0, np.where(n_ui > 0, 1.0 - share, 1.0) / n_kg, 0.0)
+        keep = 1.0 - p_ui  # the user is one of the n_ui UI neighbours
+        ok = keep > 0
+        return np.where(ok, p_ui / keep, 0.0), np.where(ok, p_kg / keep, 0.0)
+
+
+def _group_sizes(columns: list[np.ndarray], bounds: list[int]) -> np.ndarray:
+    """For every row, the number of rows with the same values in ``columns``."""
+    n = columns[0].shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    words = _row_keys(columns, bounds)
+    order = np.argsort(words[0], kind="stable") if len(words) == 1 else np.lexsort(words[::-1])
+    new = np.ones(n, dtype=bool)
+    same = np.ones(n - 1, dtype=bool)
+    for w in words:
+        same &= w[order[1:]] == w[order[:-1]]
+    new[1:] = ~same
+    group = np.cumsum(new) - 1
+    out = np.empty(n, dtype=np.int64)
+    out[order] = np.bincount(group)[group]
+    return out
+
+
+def _exact_cost(walker: _Walker, users: np.ndarray, items: np.ndarray, n_users: int) -> np.ndarray:
+    """Neighbour look-ups :func:`_exact_user_paths` makes per user: the sum over its item pairs
+    of the smaller degree, from one sort (the k-th smallest degree is the smaller one in s-1-k pairs).
+    ``users``/``items``: one row per training item, grouped by user."""
+    deg = walker.end[items] - walker.start[items]
+    order = np.lexsort((deg, users))
+    count = np.bincount(users, minlength=n_users)
+    rank = np.arange(users.size) - np.repeat(np.cumsum(count) - count, count)
+    return np.bincount(users[order], weights=deg[order] * (count[users[order]] - 1 - rank), minlength=n_users)
+
+
+def _exact_user_paths(walker: _Walker, rng, users: np.ndarray, cost: np.ndarray, cap: int, collaborative: bool,
+                      train_keys: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every 3-hop path of ``users`` (all of them, exactly), then ``cap`` of them per user drawn
+    the way ``last_hop='direct'`` walks would find them (see :func:`sample_user_paths`).
+
+    Paths ``U -ui-> I -> X -> I'`` for each pair {I, I'} of U's training items: X runs over the
+    allowed neighbours of the item with the smaller degree, the edges X - other item are found by
+    binary search in the (src, dst)-sorted edges (distinct pairs once per chunk of users). A path's
+    probability under the direct walk is ``q(I, edge 1) / completions(U, I, X)`` up to a per-user
+    constant (:func:`_first_hop_probs`; the last hop is uniform over the completions), and keeping
+    the ``cap`` largest ``log(u) / p`` (Efraimidis-Spirakis) draws them in the same law as the first
+    ``cap`` distinct paths of an endless stream of walks: sampling without replacement proportional
+    to ``p``. Rows come out grouped by user, in that draw order.
+    """
+    g = walker.graph
+    n_users, n_nodes, n_rel = g.n_users, g.n_nodes, g.n_relations
+    walker.index_pairs(train_keys, n_items)
+    pk, po, tptr = walker.pair_keys, walker.pair_order, walker.train_indptr
+    deg = walker.end - walker.start  # pair-sorted rows hold every edge; KG-only walks filter them
+    s = tptr[users + 1] - tptr[users]
+    # a path starts with a graph edge user -> first item (always, unless train is not the graph's)
+    t_first = walker.find_pairs(train_keys // n_items, train_keys % n_items + n_users)[1] > 0
+    out_n, out_r = [], []
+    bounds = np.searchsorted(np.cumsum(cost), np.arange(0, cost.sum(), _EXACT_CHUNK_LOOKUPS), side="right")
+    bounds = np.unique(np.concatenate([bounds, [0, users.size]]))
+    for c0, c1 in zip(bounds[:-1], bounds[1:]):
+        cu = users[c0:c1]
+        cs = s[c0:c1]
+        # ---- the users' item pairs (a < b in each user's item list)
+        sq = cs * cs
+        base = np.repeat(tptr[cu], sq)
+        k = np.arange(sq.sum()) - np.repeat(np.cumsum(sq) - sq, sq)
+        side = np.repeat(cs, sq)
+        a, b = k // side, k % side
+        m = a < b
+        pu = np.repeat(np.arange(cu.size), sq)[m]  # local user index
+        ia = train_keys[base[m] + a[m]] % n_items + n_users
+        ib = train_keys[base[m] + b[m]] % n_items + n_users
+        fa, fb = t_first[base[m] + a[m]], t_first[base[m] + b[m]]
+        swap = deg[ib] < deg[ia]
+        small, other = np.where(swap, ib, ia), np.where(swap, ia, ib)
+        f_small, f_other = np.where(swap, fb, fa), np.where(swap, fa, fb)
+        # ---- connections small - X - other of the distinct pairs (ordered by other, small: sorted look-ups)
+        pkey = other * n_nodes + small
+        order = np.argsort(pkey, kind="stable")
+        new = np.ones(pkey.size, dtype=bool)
+        new[1:] = pkey[order[1:]] != pkey[order[:-1]]
+        pair_of = np.empty(pkey.size, dtype=np.int64)
+        pair_of[order] = np.cumsum(new) - 1  # user pair -> distinct pair
+        d_small, d_other = small[order[new]], other[order[new]]
+        seg, pos = segments(g.indptr[d_small], deg[d_small])
+        x = pk[pos] % n_nodes
+        e_s = po[pos]  # edge small -> X
+        lo, cnt = walker.find_pairs(d_other[seg], x)  # edges other -> X (same relation as X -> other)
+        seg2, qpos = segments(lo, cnt)
+        c_pair, c_x = seg[seg2], x[seg2]
+        c_rs, c_ro = g.relation[e_s[seg2]], g.relation[po[qpos]]
+        keep = (c_x != d_small[c_pair]) & (c_x != d_other[c_pair])
+        if not collaborative:
+            keep &= (c_rs != UI_RELATION) & (c_ro != UI_RELATION)
+        c_pair, c_x, c_rs, c_ro = c_pair[keep], c_x[keep], c_rs[keep], c_ro[keep]
+        c_count = np.bincount(c_pair, minlength=d_small.size)
+        # ---- every user pair gets its pair's connections, in both directions
+        seg3, cpos = segments(np.cumsum(c_count)[pair_of] - c_count[pair_of], c_count[pair_of])
+        user = cu[pu[seg3]]
+        x = c_x[cpos]
+        keep = x != user  # simple path: the middle node is not the user itself
+        seg3, cpos, user, x = seg3[keep], cpos[keep], user[keep], x[keep]
+        sm, ot = d_small[c_pair[cpos]], d_other[c_pair[cpos]]
+        rs, ro = c_rs[cpos], c_ro[cpos]
+        ok = np.concatenate([f_small[seg3], f_other[seg3]])
+        first = np.concatenate([sm, ot])[ok]
+        nodes = np.stack([np.concatenate([user, user])[ok], first, np.concatenate([x, x])[ok],
+                          np.concatenate([ot, sm])[ok]], axis=1)
+        rels = np.stack([np.full(first.size, UI_RELATION, dtype=np.int64), np.concatenate([rs, ro])[ok],
+                         np.concatenate([ro, rs])[ok]], axis=1)
+        # ---- walk probabilities and the draw without replacement
+        q_ui, q_kg = _first_hop_probs(walker, nodes[:, 1], collaborative)
+        q = np.where(rels[:, 1] == UI_RELATION, q_ui, q_kg)
+        completions = _group_sizes([nodes[:, 0] - cu[0], nodes[:, 1], rels[:, 1], nodes[:, 2]],
+                                   [int(cu[-1] - cu[0]) + 1, n_nodes, n_rel, n_nodes])
+        key = np.log1p(-rng.random(nodes.shape[0])) / (q / completions)
+        order = np.lexsort((-key, nodes[:, 0]))
+        count = np.bincount(nodes[:, 0] - cu[0], minlength=cu.size)
+        rank = np.arange(order.size) - np.repeat(np.cumsum(count) - count, count)
+        order = order[rank < cap]
+        out_n.append(nodes[order])
+        out_r.append(rels[order])
+    if not out_n:
+        return np.zeros((0, 4), dtype=np.int64), np.zeros((0, 3), dtype=np.int64)
+    return np.concatenate(out_n), np.concatenate(out_r)
