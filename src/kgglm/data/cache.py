@@ -39,6 +39,8 @@ import numpy as np
 
 from kgglm.data.dataset import SPLITS, Dataset, Interactions
 from kgglm.data.graph import CollaborativeGraph
+from kgglm.data.locate import CHECKSUM_FILE, cache_dir
+from kgglm.data.locate import find_dataset as find_folder  # the folder resolve_dataset returns when on disk
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +50,10 @@ VERSION = 1
 KEEP = 16  # newest cache files kept in the folder
 MAX_BYTES = 2 << 30  # and at most this much of them (the newest is always kept)
 RACY_SECONDS = 2.0
-CHECKSUMS = ".kgglm-sha256.json"  # kgglm.data.download.CHECKSUM_FILE (not imported: it imports pandas)
 OFF = ("off", "0", "false", "no")
 # the modules whose code decides what a dataset parses to: a change of any of them is a new key
-PARSER_MODULES = ("atomic.py", "dataset.py", "download.py", "graph.py", "loader.py", "splits.py", "cache.py")
+PARSER_MODULES = ("atomic.py", "dataset.py", "download.py", "graph.py", "loader.py", "locate.py", "splits.py",
+                  "cache.py")
 
 _STRINGS = ("user_tokens", "item_tokens", "entity_tokens", "relation_tokens", "item_names", "item_entity_tokens")
 _INTS = ("kg_heads", "kg_relations", "kg_tails")
@@ -70,26 +72,7 @@ def cache_folder() -> Path | None:
         return None
     if value:
         return Path(value).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "kgglm" / ".parsed"
-
-
-def find_folder(name: str, data_path: str | os.PathLike | None) -> Path | None:
-    """The folder :func:`kgglm.data.download.resolve_dataset` returns when the dataset is on disk
-    (same roots, same order), or None (not found, or a name it would refuse). Kept here rather than
-    imported: ``kgglm.data.download`` imports pandas, which a cache hit should not pay for."""
-    if not name or "/" in name or name in (".", ".."):
-        return None
-    roots = [Path(data_path).expanduser()] if data_path else []
-    if os.environ.get("KGGLM_DATA"):
-        roots.append(Path(os.environ["KGGLM_DATA"]).expanduser())
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    roots.append(Path(base) / "kgglm")
-    for root in roots:
-        for folder in (root / name, root):
-            if (folder / f"{name}.inter").is_file():
-                return folder
-    return None
+    return cache_dir() / ".parsed"
 
 
 def load_or_parse(dataset: str, options: Mapping[str, Any], parse: Callable[..., Dataset]) -> Dataset:
@@ -122,7 +105,7 @@ def load_or_parse(dataset: str, options: Mapping[str, Any], parse: Callable[...,
 def _source_stats(folder: Path, dataset: str) -> dict[str, os.stat_result]:
     """The dataset's files in ``folder`` (``NAME.*`` and the download checksums) and their stats."""
     return {e.name: e.stat() for e in os.scandir(folder)
-            if e.is_file() and (e.name.startswith(f"{dataset}.") or e.name == CHECKSUMS)}
+            if e.is_file() and (e.name.startswith(f"{dataset}.") or e.name == CHECKSUM_FILE)}
 
 
 def _key(dataset: str, folder: Path, options: Mapping[str, Any]) -> str | None:

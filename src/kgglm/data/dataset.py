@@ -67,12 +67,20 @@ class Dataset:
 
     # --------------------------------------------------------------------------- token maps
     def node_tokens(self) -> np.ndarray:
-        """Original dataset token of every node id (users, then items, then entities)."""
-        return np.concatenate([self.user_tokens, self.item_tokens, self.entity_tokens]).astype(object)
+        """Original dataset token of every node id (users, then items, then entities); read-only, built
+        once (explanations look nodes up for every recommended item)."""
+        return self._node_table("node_tokens", self.item_tokens)
 
     def node_names(self) -> np.ndarray:
-        """Readable name of every node id: user token, item title, entity token."""
-        return np.concatenate([self.user_tokens, self.item_names, self.entity_tokens]).astype(object)
+        """Readable name of every node id: user token, item title, entity token (read-only, built once)."""
+        return self._node_table("node_names", self.item_names)
+
+    def _node_table(self, key: str, items: np.ndarray) -> np.ndarray:
+        if key not in self._cache:
+            table = np.concatenate([self.user_tokens, items, self.entity_tokens]).astype(object)
+            table.flags.writeable = False
+            self._cache[key] = table
+        return self._cache[key]
 
     def user_index(self, tokens) -> np.ndarray:
         """0-based user indices of original user tokens; KeyError naming the first unknown one."""

@@ -46,11 +46,14 @@ import pandas as pd
 import pooch
 
 from kgglm.data.atomic import DatasetError, read_atomic
+from kgglm.data.locate import CHECKSUM_FILE, cache_dir, candidate_roots, find_dataset, valid_name
+
+__all__ = ["CHECKSUM_FILE", "KNOWN_DATASETS", "cache_dir", "candidate_roots", "convert_kb4rec", "download_dataset",
+           "download_url", "resolve_dataset", "verify_checksums"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_DOWNLOAD_URL = "https://recbole.s3-accelerate.amazonaws.com"
-CHECKSUM_FILE = ".kgglm-sha256.json"
 REQUIRED_SUFFIXES = (".inter", ".kg", ".link")
 KG_HEADER = "head_id:token\trelation_id:token\ttail_id:token"
 LINK_HEADER = "item_id:token\tentity_id:token"
@@ -78,24 +81,9 @@ KNOWN_DATASETS: dict[str, KnownDataset] = {
 }
 
 
-def cache_dir() -> Path:
-    """The per-user cache folder (``$XDG_CACHE_HOME/kgglm`` or ``~/.cache/kgglm``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "kgglm"
-
-
 def download_url(base_url: str | None = None) -> str:
     """The base URL of the archives: ``base_url``, else ``KGGLM_DOWNLOAD_URL``, else RecBole's bucket."""
     return (base_url or os.environ.get("KGGLM_DOWNLOAD_URL") or DEFAULT_DOWNLOAD_URL).rstrip("/")
-
-
-def candidate_roots(data_path: str | Path | None = None) -> list[Path]:
-    """The data roots searched, in order."""
-    roots = [Path(data_path).expanduser()] if data_path else []
-    if os.environ.get("KGGLM_DATA"):
-        roots.append(Path(os.environ["KGGLM_DATA"]).expanduser())
-    roots.append(cache_dir())
-    return roots
 
 
 def resolve_dataset(
@@ -106,14 +94,13 @@ def resolve_dataset(
     show_progress: bool = True,
 ) -> Path:
     """The folder holding ``NAME.inter`` (and ``.kg``, ``.link``...), building a known dataset if needed."""
-    if not name or "/" in name or name in (".", ".."):
+    if not valid_name(name):
         raise DatasetError(f"dataset name {name!r}: expected a plain name such as 'ml-100k'")
+    folder = find_dataset(name, data_path)
+    if folder is not None:
+        verify_checksums(folder)
+        return folder
     roots = candidate_roots(data_path)
-    for root in roots:
-        for folder in (root / name, root):
-            if (folder / f"{name}.inter").is_file():
-                verify_checksums(folder)
-                return folder
     searched = ", ".join(str(r / name) for r in roots)
     if name not in KNOWN_DATASETS:
         raise DatasetError(

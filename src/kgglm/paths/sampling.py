@@ -537,7 +537,7 @@ def _exact_cost(walker: _Walker, users: np.ndarray, items: np.ndarray, n_users: 
     deg = walker.end[items] - walker.start[items]
     order = np.lexsort((deg, users))
     count = np.bincount(users, minlength=n_users)
-    rank = np.arange(users.size) - np.repeat(np.cumsum(count) - count, count)
+    rank = segments(np.zeros_like(count), count)[1]  # position within the user's items
     return np.bincount(users[order], weights=deg[order] * (count[users[order]] - 1 - rank), minlength=n_users)
 
 
@@ -571,12 +571,11 @@ def _exact_user_paths(walker: _Walker, rng, users: np.ndarray, cost: np.ndarray,
         cs = s[c0:c1]
         # ---- the users' item pairs (a < b in each user's item list)
         sq = cs * cs
-        base = np.repeat(tptr[cu], sq)
-        k = np.arange(sq.sum()) - np.repeat(np.cumsum(sq) - sq, sq)
-        side = np.repeat(cs, sq)
+        local, k = segments(np.zeros_like(sq), sq)  # local user index, index in its s x s grid
+        base, side = tptr[cu][local], cs[local]
         a, b = k // side, k % side
         m = a < b
-        pu = np.repeat(np.arange(cu.size), sq)[m]  # local user index
+        pu = local[m]
         ia = train_keys[base[m] + a[m]] % n_items + n_users
         ib = train_keys[base[m] + b[m]] % n_items + n_users
         fa, fb = t_first[base[m] + a[m]], t_first[base[m] + b[m]]
@@ -625,7 +624,7 @@ def _exact_user_paths(walker: _Walker, rng, users: np.ndarray, cost: np.ndarray,
         key = np.log1p(-rng.random(nodes.shape[0])) / (q / completions)
         order = np.lexsort((-key, nodes[:, 0]))
         count = np.bincount(nodes[:, 0] - cu[0], minlength=cu.size)
-        rank = np.arange(order.size) - np.repeat(np.cumsum(count) - count, count)
+        rank = segments(np.zeros_like(count), count)[1]  # position in the user's draw order
         order = order[rank < cap]
         out_n.append(nodes[order])
         out_r.append(rels[order])

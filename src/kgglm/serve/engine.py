@@ -76,9 +76,8 @@ class Engine:
         self.constraint = make_constraint(self.data, self.vocab, split="test", hop_length=self.hop_length,
                                           device=model_device(self.model))
         data = self.data
-        self._tables = _NodeTables(data)
-        self._node_tokens = self._tables.node_tokens()
-        self._node_names = self._tables.node_names()
+        self._node_tokens = data.node_tokens()
+        self._node_names = data.node_names()
         self._entity_offset = data.graph.entity_offset
         self._user_ids = {str(t): i for i, t in enumerate(data.user_tokens.tolist())}
         self._item_ids = {str(t): i for i, t in enumerate(data.item_tokens.tolist())}
@@ -189,9 +188,9 @@ class Engine:
             out.append({"rank": rank + 1, "item": str(self.data.item_tokens[item]),
                         "title": str(self.data.item_names[item]), "score": float(recs.scores[row, rank]),
                         "path_score": float(recs.path_scores[row, rank]),
-                        "path": path_strings(self._tables, self.vocab, toks, readable=False),
+                        "path": path_strings(self.data, self.vocab, toks, readable=False),
                         "nodes": nodes, "relations": relations,
-                        "explanation": explain(self._tables, self.vocab, toks, phrases),
+                        "explanation": explain(self.data, self.vocab, toks, phrases),
                         "explanation_source": "knowledge" if through_kg else "collaborative"})
         return {"user": str(self.data.user_tokens[u]), "explanation": mode, "recommendations": out}
 
@@ -220,26 +219,6 @@ class Engine:
                       generation=self.generation, n_return=int(k), split="test", batch_size=self.batch_size,
                       constraint=self.constraint)
         return len(users) / (time.perf_counter() - t0)
-
-
-class _NodeTables:
-    """The dataset as ``explain`` and ``path_strings`` read it, with the node token and name tables
-    built once: ``Dataset.node_names()`` concatenates every node's name at each call (35k on ml-100k,
-    twice per item: ~30 ms per user of 10 items, most of a request's time)."""
-
-    def __init__(self, data) -> None:
-        self._data = data
-        self._tokens = data.node_tokens()
-        self._names = data.node_names()
-
-    def node_tokens(self) -> np.ndarray:
-        return self._tokens
-
-    def node_names(self) -> np.ndarray:
-        return self._names
-
-    def __getattr__(self, name: str):
-        return getattr(self._data, name)
 
 
 def default_threads() -> int:
