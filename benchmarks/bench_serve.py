@@ -62,8 +62,19 @@ def offline(checkpoint: str, n_users: int, k: int, seed: int, threads: int | Non
     return info, [str(data.user_tokens[u]) for u in pool]
 
 
-async def load_phase(url: str, users: list[str], clients: int, duration: float, k: int, seed: int) -> dict:
-    """``clients`` loops of single-user requests for ``duration`` seconds; latency stats."""
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process (Linux ``/proc``; ``None`` elsewhere)."""
+    try:
+        fields = open(f"/proc/{pid}/stat", encoding="ascii").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+async def load_phase(url: str, users: list[str], clients: int, duration: float, k: int, seed: int,
+                     server_pid: int | None = None) -> dict:
+    """``clients`` loops of single-user requests for ``duration`` seconds; latency stats, and the CPU
+    the load generator (this process) and the server spent per request."""
     import httpx
 
     latencies: list[float] = []
@@ -88,12 +99,14 @@ async def load_phase(url: str, users: list[str], clients: int, duration: float, 
 
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
     load_before = os.getloadavg()[0]
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    srv0 = process_cpu_seconds(server_pid) if server_pid else None
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
         h0 = (await c.get("/health")).json()
         await asyncio.gather(*(client(i, c) for i in range(clients)))
         h1 = (await c.get("/health")).json()
-    wall = time.perf_counter() - t0
+    wall, client_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    srv1 = process_cpu_seconds(server_pid) if server_pid else None
     before, after = h0["batching"], h1["batching"]
     n_batches = after["batches"] - before["batches"]
     batching = {"batches": n_batches, "largest_batch": after["largest_batch"],
@@ -105,6 +118,8 @@ async def load_phase(url: str, users: list[str], clients: int, duration: float, 
               round(1000 * (h1["timing"][k] - h0["timing"][k]) / n_req, 2)
               for k in ("search_seconds", "explain_seconds")}
     timing["decode_thread_busy"] = round((after["decode_seconds"] - before["decode_seconds"]) / wall, 2)
+    timing["client_cpu_ms_per_request"] = round(1000 * client_cpu / n_req, 2)
+    timing["server_cpu_ms_per_request"] = round(1000 * (srv1 - srv0) / n_req, 2) if srv0 is not None and srv1 else None
     lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     return {"clients": clients, "seconds": round(wall, 1), "requests": len(latencies),
             "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)], "server_timing": timing,
@@ -152,14 +167,16 @@ def markdown(args: argparse.Namespace, off: dict, phases: list[dict], others: st
         f"{off['users_per_s_default_threads']} users/s with torch's default {off['default_threads']}. "
         f"Server start-up (checkpoint load): {off['load_seconds']} s."), "",
         "| clients | requests/s | p50 ms | p90 ms | p99 ms | max ms | errors | mean batch | largest batch so far "
-        "| search ms/req | explain ms/req | decode thread busy | load avg (start, end) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| search ms/req | explain ms/req | decode thread busy | server CPU ms/req | client CPU ms/req "
+        "| load avg (start, end) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for p in phases:
         b, t = p["batching"], p["server_timing"]
         lines.append(f"| {p['clients']} | {p['requests_per_s']} | {p['p50_ms']} | {p['p90_ms']} | {p['p99_ms']} | "
                      f"{p['max_ms']} | {p['errors']} | {b['mean_batch']} | {b['largest_batch']} | "
                      f"{t['search_ms_per_request']} | {t['explain_ms_per_request']} | {t['decode_thread_busy']:.0%} | "
+                     f"{t.get('server_cpu_ms_per_request')} | {t.get('client_cpu_ms_per_request')} | "
                      f"{p['load_avg_1min'][0]}, {p['load_avg_1min'][1]} |")
     return "\n".join(lines) + "\n"
 
@@ -189,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(load_phase(url, users, 2, 3.0, args.k, args.seed))  # warm-up, not reported
         for clients in sorted({1, args.clients}):
-            res = asyncio.run(load_phase(url, users, clients, args.duration, args.k, args.seed + clients))
+            res = asyncio.run(load_phase(url, users, clients, args.duration, args.k, args.seed + clients,
+                                         server_pid=proc.pid))
             print(json.dumps(res), flush=True)
             phases.append(res)
     finally:
