@@ -104,8 +104,8 @@ def server(tmp_path, env, monkeypatch):
 
 
 def assert_nothing_installed(folder: Path) -> None:
-    """No atomic file, temporary folder or partial file left behind by a failed first download."""
-    assert (sorted(p.name for p in folder.iterdir()) if folder.exists() else []) == []
+    """No atomic file, temporary folder, partial file or empty folder left behind by a failed first download."""
+    assert not folder.exists(), sorted(p.name for p in folder.iterdir())
 
 
 def test_downloads_converts_into_cache_with_checksums(server, env):

@@ -132,28 +132,37 @@ def download_dataset(
     """
     spec = KNOWN_DATASETS[name]
     folder = Path(root) / name
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # the folders this call makes
     folder.mkdir(parents=True, exist_ok=True)
-    sums = _load_checksums(folder)
-    base = download_url(base_url)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
-        stage = Path(tmp) / "out"
-        stage.mkdir()
-        zips, urls = {}, [f"{base}/{spec.atomic_zip}", f"{base}/{spec.kg_zip}"]
-        for rel_url, url in zip((spec.atomic_zip, spec.kg_zip), urls):
-            want = (hashes or {}).get(Path(rel_url).name) or sums["zips"].get(rel_url)
-            zips[rel_url] = _obtain(name, urls, url, want, folder, Path(tmp), show_progress)
-            sums["zips"][rel_url] = _sha256(zips[rel_url])
-        _extract_atomic(zips[spec.atomic_zip], name, stage, f"{base}/{spec.atomic_zip}")
-        n_links, n_triples = convert_kb4rec(zips[spec.kg_zip], stage / f"{name}.inter", stage, name, hop=spec.hop)
-        logger.info("%s: linked %d items, kept %d KG triples (hop %d)", name, n_links, n_triples, spec.hop)
-        if spec.caveat:
-            logger.warning("%s: %s", name, spec.caveat)
-        built = sorted(stage.iterdir(), key=lambda p: p.suffix == ".inter")  # .inter last: it marks "complete"
-        sums["files"] = {p.name: _sha256(p) for p in built}
-        for path in built[:-1]:
-            os.replace(path, folder / path.name)
-        _write_json(folder / CHECKSUM_FILE, sums)
-        os.replace(built[-1], folder / built[-1].name)
+    try:
+        sums = _load_checksums(folder)
+        base = download_url(base_url)
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
+            stage = Path(tmp) / "out"
+            stage.mkdir()
+            zips, urls = {}, [f"{base}/{spec.atomic_zip}", f"{base}/{spec.kg_zip}"]
+            for rel_url, url in zip((spec.atomic_zip, spec.kg_zip), urls):
+                want = (hashes or {}).get(Path(rel_url).name) or sums["zips"].get(rel_url)
+                zips[rel_url] = _obtain(name, urls, url, want, folder, Path(tmp), show_progress)
+                sums["zips"][rel_url] = _sha256(zips[rel_url])
+            _extract_atomic(zips[spec.atomic_zip], name, stage, f"{base}/{spec.atomic_zip}")
+            n_links, n_triples = convert_kb4rec(zips[spec.kg_zip], stage / f"{name}.inter", stage, name, hop=spec.hop)
+            logger.info("%s: linked %d items, kept %d KG triples (hop %d)", name, n_links, n_triples, spec.hop)
+            if spec.caveat:
+                logger.warning("%s: %s", name, spec.caveat)
+            built = sorted(stage.iterdir(), key=lambda p: p.suffix == ".inter")  # .inter last: it marks "complete"
+            sums["files"] = {p.name: _sha256(p) for p in built}
+            for path in built[:-1]:
+                os.replace(path, folder / path.name)
+            _write_json(folder / CHECKSUM_FILE, sums)
+            os.replace(built[-1], folder / built[-1].name)
+    except BaseException:
+        for path in created:  # deepest first: a failed first download leaves no empty folders behind
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
     logger.info("built %s in %s", name, folder)
     return folder
 
