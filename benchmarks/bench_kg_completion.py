@@ -65,6 +65,7 @@ def run_kge(split, args) -> dict:
                       learning_rate=args.kge_lr, seed=args.seed, time_budget_s=args.kge_budget, loop=args.kge_loop)
         test = evaluate_kge(r, split, "test", with_pykeen=not args.no_pykeen_eval)
         out[name] = {"test": test, "pykeen_test": r.pykeen_metrics.get("test"), "epochs": r.epochs,
+                     "best_epoch": r.best_epoch, "valid_history": r.valid_history,
                      "train_cpu_seconds": r.train_cpu_seconds, "train_wall_seconds": r.train_wall_seconds,
                      "cpu_seconds": round(time.process_time() - cpu0, 1)}
         print(name, json.dumps(out[name]), flush=True)
@@ -95,7 +96,8 @@ def table(files: list[str]) -> str:
                               f"{ft['finetune_steps']} steps, {len(ft['history'])} evals (incl.)"))
         for name, r in res.get("kge", {}).items():
             py = r.get("pykeen_test")
-            note = f"{r['epochs']} ep" + (f"; PyKEEN evaluator MRR {py['mrr']:.4f}" if py else "")
+            note = f"{r['epochs']} ep" + (f", best on valid: ep {r['best_epoch']}" if r.get("best_epoch") else "") \
+                + (f"; PyKEEN evaluator MRR {py['mrr']:.4f}" if py else "")
             lines.append(_row(f"{name} (PyKEEN)", r["test"], f"{r['train_cpu_seconds']}", note))
     return "\n".join(lines)
 
@@ -124,6 +126,8 @@ def main() -> None:
     p.add_argument("--kge-loop", choices=["slcwa", "lcwa"], default="slcwa")
     p.add_argument("--kge-lr", type=float, default=1e-2)
     p.add_argument("--kge-budget", type=float, default=300.0, help="CPU seconds of training per KGE model")
+    p.add_argument("--kge-valid-every", type=float, default=0.0,
+                   help="CPU seconds between valid-MRR checks; the best check's weights are tested (0: last epoch)")
     p.add_argument("--no-pykeen-eval", action="store_true", help="skip PyKEEN's own evaluator (ours only)")
     p.add_argument("--out", type=Path)
     p.add_argument("--table", nargs="+", help="print the markdown table of these result files and exit")

@@ -104,3 +104,17 @@ def test_pre_model_path_must_come_from_the_same_kg_split(split, tmp_path):
     with pytest.raises(CheckpointError, match="not pre-trained by task"):
         run_kg_completion(config, other.dataset, run_dir=tmp_path / "other", split=other,
                           pre_model_path=stats["checkpoint"])
+
+
+def test_kge_selection_on_valid_keeps_the_best_checked_weights(split):
+    kge = pytest.importorskip("kgglm.baselines.kge")
+    if not kge.pykeen_available():
+        pytest.skip("pykeen not installed")
+    # valid_every_s=0: a check after every epoch; a high learning rate makes valid MRR move around
+    res = kge.train_kge("DistMult", split, embedding_dim=8, epochs=8, batch_size=64, seed=1, learning_rate=1.0,
+                        select_on_valid=True, valid_every_s=0.0)
+    assert [h["epoch"] for h in res.valid_history] == list(range(1, 9))
+    best = max(res.valid_history, key=lambda h: h["mrr"])  # first of ties, as the strict ">" keeps
+    assert res.best_epoch == best["epoch"] < 8, res.valid_history  # this run peaks before its last epoch
+    # the returned model is the best check's, not the last epoch's: recomputing valid gives its MRR
+    assert kge.tail_metrics(res.model, split, "valid", ks=(10,))["mrr"] == pytest.approx(best["mrr"], rel=1e-6)

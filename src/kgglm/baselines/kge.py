@@ -19,6 +19,7 @@ LCWA with a softmax cross-entropy over all tails (1-N scoring), epoch by epoch u
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ class KGEResult:
     train_cpu_seconds: float
     train_wall_seconds: float
     losses: list[float] = field(default_factory=list)
+    best_epoch: int | None = None  # with select_on_valid: the epoch whose weights were kept
+    valid_history: list[dict[str, float]] = field(default_factory=list)  # epoch, cpu_seconds, valid mrr
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> our kg_ranking metrics
     pykeen_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> PyKEEN's
 
@@ -85,13 +88,18 @@ def triples_factory(split: KGSplit, part: str = "train"):
 
 def train_kge(name: str, split: KGSplit, *, embedding_dim: int = 64, epochs: int = 100, batch_size: int = 1024,
               learning_rate: float = 1e-2, seed: int = 2024, time_budget_s: float | None = None,
-              num_negs_per_pos: int = 16, loop: str = "slcwa") -> KGEResult:
+              num_negs_per_pos: int = 16, loop: str = "slcwa", select_on_valid: bool = False,
+              valid_every_s: float = 60.0) -> KGEResult:
     """Train PyKEEN model ``name`` (one of :data:`KGE_MODELS`) on the train triples of ``split``.
 
     ``loop='slcwa'`` (default): negative sampling with each model's PyKEEN default loss; cheap epochs.
     ``loop='lcwa'``: 1-N scoring with softmax cross-entropy; much stronger per epoch for DistMult/ComplEx
     but an epoch costs ``(h, r) pairs x entities x dim`` (TransE/RotatE broadcast that on CPU: slow).
-    Trains epoch by epoch until ``epochs`` or ``time_budget_s`` seconds of CPU time.
+    Trains epoch by epoch until ``epochs`` or ``time_budget_s`` seconds of CPU time. With
+    ``select_on_valid`` the filtered valid MRR is computed after the first epoch that ends
+    ``valid_every_s`` CPU seconds after the previous check, and after the last epoch; the weights of
+    the best check are kept (model selection on valid, as the KGGLM side does). Those evaluations are
+    part of the CPU time and of the budget.
     """
     _require_pykeen()
     from pykeen.models import model_resolver
@@ -110,18 +118,32 @@ def train_kge(name: str, split: KGSplit, *, embedding_dim: int = 64, epochs: int
         trainer = SLCWATrainingLoop(model=model, triples_factory=tf, optimizer=optimizer,
                                     negative_sampler_kwargs={"num_negs_per_pos": num_negs_per_pos})
     losses: list[float] = []
+    history: list[dict[str, float]] = []
+    best: tuple[float, dict | None, int | None] = (float("-inf"), None, None)
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    epoch = 0
+    epoch, next_check = 0, valid_every_s
     while epoch < epochs:
         epoch += 1
         # one epoch per call, continuing the same weights and optimizer: lets us stop on a CPU-time budget
         out = trainer.train(triples_factory=tf, num_epochs=epoch, batch_size=batch_size, use_tqdm=False,
                             continue_training=epoch > 1, clear_optimizer=False)
         losses.append(float(out[-1]) if out else float("nan"))
-        if time_budget_s is not None and time.process_time() - cpu0 >= time_budget_s:
+        spent = time.process_time() - cpu0
+        last = epoch >= epochs or (time_budget_s is not None and spent >= time_budget_s)
+        if select_on_valid and (last or spent >= next_check):
+            mrr = tail_metrics(model, split, "valid", ks=(10,))["mrr"]
+            history.append({"epoch": epoch, "cpu_seconds": round(time.process_time() - cpu0, 1), "mrr": mrr})
+            logger.info("%s: epoch %d, %.0fs CPU, valid MRR %.4f", name, epoch, history[-1]["cpu_seconds"], mrr)
+            if mrr > best[0]:
+                best = (mrr, copy.deepcopy(model.state_dict()), epoch)
+            next_check = time.process_time() - cpu0 + valid_every_s
+        if last:
             break
+    if best[1] is not None:
+        model.load_state_dict(best[1])
     res = KGEResult(name=name, model=model, epochs=epoch, train_cpu_seconds=round(time.process_time() - cpu0, 2),
-                    train_wall_seconds=round(time.perf_counter() - wall0, 2), losses=losses)
+                    train_wall_seconds=round(time.perf_counter() - wall0, 2), losses=losses, best_epoch=best[2],
+                    valid_history=history)
     logger.info("%s: %d epochs, %.1fs CPU, final loss %.4f", name, epoch, res.train_cpu_seconds, losses[-1])
     return res
 
@@ -140,16 +162,22 @@ def kge_score_fn(model, n_users: int):
 def evaluate_kge(result: KGEResult, split: KGSplit, part: str = "test", *, batch_size: int = 64,
                  ks: tuple[int, ...] = (1, 3, 10), with_pykeen: bool = True) -> dict[str, float]:
     """Our filtered metrics of ``result.model`` on ``part`` (and PyKEEN's, into ``result.pykeen_metrics``)."""
-    data = split.dataset
-    filters = [split.train] if part == "valid" else [split.train, split.valid]
-    ours = evaluate_tail_ranking(kge_score_fn(result.model, data.n_users), split.triples(part),
-                                 filter_triples=filters, n_relations=data.n_relations,
-                                 n_candidates=data.n_items + data.n_entities, candidate_offset=data.n_users,
-                                 type_triples=split.train, ks=ks, batch_size=batch_size)
+    ours = tail_metrics(result.model, split, part, ks=ks, batch_size=batch_size)
     result.metrics[part] = ours
     if with_pykeen:
         result.pykeen_metrics[part] = pykeen_tail_metrics(result.model, split, part, ks=ks, batch_size=batch_size)
     return ours
+
+
+def tail_metrics(model, split: KGSplit, part: str, *, ks: tuple[int, ...] = (1, 3, 10),
+                 batch_size: int = 64) -> dict[str, float]:
+    """Our filtered tail-ranking metrics (:mod:`kgglm.evaluate.kg_ranking`) of a PyKEEN model on ``part``."""
+    data = split.dataset
+    filters = [split.train] if part == "valid" else [split.train, split.valid]
+    return evaluate_tail_ranking(kge_score_fn(model, data.n_users), split.triples(part),
+                                 filter_triples=filters, n_relations=data.n_relations,
+                                 n_candidates=data.n_items + data.n_entities, candidate_offset=data.n_users,
+                                 type_triples=split.train, ks=ks, batch_size=batch_size)
 
 
 def pykeen_tail_metrics(model, split: KGSplit, part: str, *, ks: tuple[int, ...] = (1, 3, 10),
