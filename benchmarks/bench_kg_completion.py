@@ -62,7 +62,8 @@ def run_kge(split, args) -> dict:
     for name in args.kge_models:
         cpu0 = time.process_time()
         r = train_kge(name, split, embedding_dim=args.kge_dim, epochs=args.kge_epochs, batch_size=args.kge_batch,
-                      learning_rate=args.kge_lr, seed=args.seed, time_budget_s=args.kge_budget, loop=args.kge_loop)
+                      learning_rate=args.kge_lr, seed=args.seed, time_budget_s=args.kge_budget, loop=args.kge_loop,
+                      select_on_valid=args.kge_valid_every > 0, valid_every_s=args.kge_valid_every)
         test = evaluate_kge(r, split, "test", with_pykeen=not args.no_pykeen_eval)
         out[name] = {"test": test, "pykeen_test": r.pykeen_metrics.get("test"), "epochs": r.epochs,
                      "best_epoch": r.best_epoch, "valid_history": r.valid_history,
