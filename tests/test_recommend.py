@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -88,35 +87,3 @@ def test_reader_names_bad_line(tmp_path):
     p.write_text('{"user_index": 1}\n')
     with pytest.raises(ValueError, match="bad.jsonl:1"):
         read_recommendations(p)
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc heap (Linux)")
-def test_release_free_heap_returns_freed_heap_pages_to_the_os():
-    """Freed small blocks stay in glibc's heap (RSS stays up) until ``release_free_heap`` trims it."""
-    import ctypes
-
-    from kgglm.decode.recommend import release_free_heap
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim  # noqa: B018 (glibc only)
-    except (OSError, AttributeError):
-        pytest.skip("not glibc")
-    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-    libc.free.argtypes = [ctypes.c_void_p]
-    size, n = 64 * 1024, 2000  # 125 MiB in blocks below glibc's mmap threshold: they come from the heap
-    blocks = [libc.malloc(size) for _ in range(n)]
-    for b in blocks:
-        ctypes.memset(b, 1, size)  # touch: resident
-    for b in blocks[:-1]:  # the last block pins the heap's top, so free() alone cannot shrink it
-        libc.free(b)
-    before = _rss_bytes()
-    release_free_heap()
-    after = _rss_bytes()
-    libc.free(blocks[-1])
-    assert before - after > 100 * 2**20, (before, after)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,9 +120,6 @@ def recommend(model, dataset, users, *, vocab: Vocabulary, generation: PathGener
             if generation.explanation == "post":
                 _post_process(out, best, dataset, vocab, generation.explanation_alpha)
             parts.append(out)
-            del best
-            if start + batch_size < len(users):  # between batches only (a single batch, e.g. the server's, never pays)
-                release_free_heap()
     finally:
         if was_training:
             model.train()
@@ -144,31 +140,6 @@ def recommend(model, dataset, users, *, vocab: Vocabulary, generation: PathGener
         item_scores=cat("item_scores", (0, n_items), np.float32) if return_item_scores else None,
         path_scores=cat("path_scores", (0, k), np.float32),
     )
-
-
-_MALLOC_TRIM = None
-
-
-def release_free_heap() -> None:
-    """Hand the C heap's free pages back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
-
-    A search batch's temporaries (hundreds of MB on large graphs) go back to glibc's heap, which
-    keeps them; later batches' allocations of other sizes extend the heap rather than reuse them,
-    so without this the peak RSS of a long evaluation crept up with the number of batches (the same
-    256 users decoded 4 vs 16 times: 1.36 vs 1.42 GiB; with a trim after every batch 1.311 vs 1.316).
-    """
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is None:
-        _MALLOC_TRIM = False
-        if sys.platform.startswith("linux"):
-            try:
-                import ctypes
-
-                _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-            except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to trim this way
-                pass
-    if _MALLOC_TRIM:
-        _MALLOC_TRIM(0)
 
 
 def _post_process(out, best: tuple[torch.Tensor, torch.Tensor], dataset, vocab: Vocabulary, alpha: float) -> None:
