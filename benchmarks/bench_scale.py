@@ -90,6 +90,34 @@ def _timed(fn):
     return out, time.perf_counter() - t0, _cpu() - c0, _status("VmHWM"), before
 
 
+def untrained_model(vocab):
+    """The benchmarks' model: KGGLM 256 wide, 4 heads, 3 layers, typed output, seeded init."""
+    import torch
+
+    from kgglm.model.gpt import KGGLM, ModelConfig
+
+    torch.manual_seed(0)
+    return KGGLM(ModelConfig(vocab_size=vocab.size, n_positions=9, embedding_size=256, num_heads=4, num_layers=3,
+                             dropout=0.0, use_kg_token_types=True), torch.from_numpy(vocab.token_types()))
+
+
+def timed_evaluate(ds, vocab, model, users, batch: int):
+    """``evaluate`` on ``users`` of the test split with the default decoding, under :func:`_timed`.
+
+    The decoding constraint is built (and cached on the data set) first, so it is not in the peak.
+    Returns ``(evaluation, decoding settings, wall s, cpu s, peak RSS, RSS before)``."""
+    from kgglm.config import Config
+    from kgglm.decode.generation import PathGenerationConfig
+    from kgglm.decode.recommend import make_constraint
+    from kgglm.evaluate.evaluator import EvalConfig, evaluate
+
+    gen = PathGenerationConfig.from_config(Config())
+    settings = EvalConfig(topk=(10,), metrics=("NDCG", "Recall"), valid_metric="NDCG@10", eval_batch_size=batch)
+    make_constraint(ds, vocab, split="test", hop_length=gen.path_hop_length)
+    ev, *timing = _timed(lambda: evaluate(model, ds, "test", settings, vocab=vocab, generation=gen, users=users))
+    return (ev, gen, *timing)
+
+
 def run_case(case: str, data_path: str, args: list[str]) -> dict:
     """One measurement (runs in its own process); returns a JSON-able row."""
     import numpy as np
@@ -126,11 +154,7 @@ def run_case(case: str, data_path: str, args: list[str]) -> dict:
         return {"case": name, "wall_s": wall, "cpu_s": cpu, "peak_rss": peak, "rss_before": before,
                 "detail": f"{len(batch):,} paths for {(per_user > 0).sum():,} users ({(per_user >= 250).sum():,} "
                           f"with 250), tokens {tuple(tokens.shape)} ({tokens.nbytes / GIB:.2f} GiB)"}
-    from kgglm.model.gpt import KGGLM, ModelConfig
-
-    torch.manual_seed(0)
-    model = KGGLM(ModelConfig(vocab_size=vocab.size, n_positions=9, embedding_size=256, num_heads=4, num_layers=3,
-                              dropout=0.0, use_kg_token_types=True), torch.from_numpy(vocab.token_types()))
+    model = untrained_model(vocab)
     if case == "train":
         rng = np.random.default_rng(0)
         from kgglm.paths.sampling import PathBatch
@@ -158,23 +182,12 @@ def run_case(case: str, data_path: str, args: list[str]) -> dict:
         return {"case": "train step", "wall_s": wall / 3, "cpu_s": cpu / 3, "peak_rss": peak, "rss_before": before,
                 "detail": f"batch 256 x {x.shape[1]} tokens, vocab {vocab.size:,}, {params / 1e6:.1f}M parameters"}
     if case == "eval":
-        from kgglm.config import Config
-        from kgglm.decode.generation import PathGenerationConfig
-        from kgglm.evaluate.evaluator import EvalConfig, evaluate
-
         n_users, batch = int(args[0]), int(args[1])
-        gen = PathGenerationConfig.from_config(Config())
-        settings = EvalConfig(topk=(10,), metrics=("NDCG", "Recall"), valid_metric="NDCG@10", eval_batch_size=batch)
         users = ds.eval_users("test")[:n_users]
-        # the constraint is built once per dataset and cached; build it first so it is not in the peak
-        from kgglm.decode.recommend import make_constraint
-
-        make_constraint(ds, vocab, split="test", hop_length=gen.path_hop_length)
-        ev, wall, cpu, peak, before = _timed(lambda: evaluate(model, ds, "test", settings, vocab=vocab,
-                                                               generation=gen, users=users))
+        ev, gen, wall, cpu, peak, before = timed_evaluate(ds, vocab, model, users, batch)
         return {"case": f"eval {n_users} users, batch {batch}", "wall_s": wall, "cpu_s": cpu, "peak_rss": peak,
-                "rss_before": before, "detail": f"{len(users) / wall:.1f} users/s, {gen.num_beams} beams, "
-                                               f"NDCG@10 {ev.metrics['ndcg@10']:.4f}"}
+                "rss_before": before, "detail": f"{len(users) / wall:.1f} users/s, "
+                                               f"{gen.num_beams} beams, NDCG@10 {ev.metrics['ndcg@10']:.4f}"}
     raise ValueError(f"unknown case {case!r}")
 
 

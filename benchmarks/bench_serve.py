@@ -119,7 +119,7 @@ async def load_phase(url: str, users: list[str], clients: int, duration: float, 
               for k in ("search_seconds", "explain_seconds")}
     timing["decode_thread_busy"] = round((after["decode_seconds"] - before["decode_seconds"]) / wall, 2)
     timing["client_cpu_ms_per_request"] = round(1000 * client_cpu / n_req, 2)
-    timing["server_cpu_ms_per_request"] = round(1000 * (srv1 - srv0) / n_req, 2) if srv0 is not None and srv1 else None
+    timing["server_cpu_ms_per_request"] = round(1000 * (srv1 - srv0) / n_req, 2) if None not in (srv0, srv1) else None
     lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     return {"clients": clients, "seconds": round(wall, 1), "requests": len(latencies),
             "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)], "server_timing": timing,

@@ -109,8 +109,6 @@ def _pair_logits(h: torch.Tensor, w: torch.Tensor, rows: torch.Tensor, toks: tor
         inv = (torch.cumsum(present, 0) - 1)[toks]  # position of each pair's token among the distinct ones
         w_t, hf = w[uniq].float().T, h.float()
         step = max(1, block // max(n_uniq, 1))
-        if step >= n_rows:
-            return (hf @ w_t).view(-1)[rows * n_uniq + inv]
         bounds = torch.searchsorted(rows, torch.arange(0, n_rows + step, step, device=h.device)).tolist()
         for i, r0 in enumerate(range(0, n_rows, step)):  # loop over memory blocks, not rows or users
             p0, p1 = bounds[i], bounds[i + 1]
