@@ -42,7 +42,8 @@ def run_kgglm(split, args) -> dict:
     config = {"seed": args.seed, "embedding_size": args.width, "num_heads": 4, "num_layers": args.layers,
               "dropout": 0.0, "learning_rate": args.lr, "warmup_steps": 100, "train_batch_size": args.batch,
               "eval_batch_size": 512, "pretrain_epochs": args.pretrain_epochs, "epochs": args.epochs,
-              "stopping_step": args.stopping_step, "save_step": 100000, "device": "cpu", "show_progress": False,
+              "stopping_step": args.stopping_step, "kg_finetune_loss": args.kg_loss, "save_step": 100000,
+              "device": "cpu", "show_progress": False,
               "path_sample_args": {"pretrain_paths": args.pretrain_paths, "pretrain_hop_length": [3, 3],
                                    "pretrain_max_paths": args.pretrain_max_paths}}
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -120,6 +121,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--finetune-max-steps", type=int, default=None)
     p.add_argument("--stopping-step", type=int, default=2)
+    p.add_argument("--kg-loss", choices=["one_to_n", "paths"], default="one_to_n",
+                   help="kg_finetune_loss (rows before 2026-12-01 05:00 UTC were made with paths)")
     p.add_argument("--kge-models", nargs="+", default=["TransE", "DistMult", "RotatE", "ComplEx"])
     p.add_argument("--kge-dim", type=int, default=64)
     p.add_argument("--kge-epochs", type=int, default=200)

@@ -10,6 +10,7 @@ import yaml
 from kgglm.config import (
     CONFIG_ROOT,
     OVERALL_FILE,
+    TASKS,
     Config,
     ConfigError,
     markdown_table,
@@ -69,6 +70,19 @@ def test_layer_precedence(tmp_path):
     # without the preset, the model layer's value shows through
     assert Config("KGGLM", "ml-100k")["warmup_steps"] == 250
     assert Config("KGGLM", "ml-100k")["benchmark_filename"] is None
+
+
+def test_preset_task_section_applies_to_its_task_only():
+    section = yaml.safe_load((CONFIG_ROOT / "preset" / "quick.yaml").read_text())["kg_completion"]
+    key, value = next((k, v) for k, v in section.items() if Config(preset="quick")[k] != v)
+    rec = Config(preset="quick")
+    assert "kg_completion" not in rec.to_dict() and rec.sources[key] == "preset quick"
+    # the task may come from any later layer; the section sits just above the preset's top level
+    for kwargs in ({"cmd_args": ["--task=kg_completion"]}, {"config_dict": {"task": "kg_completion"}}):
+        kg = Config(preset="quick", **kwargs)
+        assert kg[key] == value and kg.sources[key] == "preset quick (kg_completion section)"
+    kg = Config(preset="quick", config_dict={"task": "kg_completion", key: rec[key]})
+    assert kg[key] == rec[key] and kg.sources[key] == "config_dict"  # a user's layer still wins
 
 
 def test_mappings_merge_key_by_key(tmp_path):
@@ -169,6 +183,9 @@ def test_shipped_yaml_files_only_use_known_keys():
             kwargs = {"model": name} if folder == "model" else {"dataset": name} if folder == "dataset" \
                 else {"preset": name}
             Config(**kwargs)  # raises on any unknown key or bad value
+            if folder == "preset":  # and its per-task sections
+                for task in TASKS:
+                    Config(**kwargs, config_dict={"task": task})
     quick = Config(preset="quick")
     assert quick["embedding_size"] < 768 and quick["path_sample_args"]["pretrain_max_paths"]
     assert re.match(r"\w+@\d+", quick["valid_metric"])

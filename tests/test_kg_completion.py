@@ -12,7 +12,7 @@ from kgglm.data.synthetic import make_synthetic_dataset
 from kgglm.evaluate.kg_ranking import evaluate_tail_ranking
 from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.paths.vocab import BOS, EOS, Vocabulary
-from kgglm.tasks.kg_completion import TailScorer, evaluate_model, run_kg_completion, triple_corpus
+from kgglm.tasks.kg_completion import TailScorer, TailSetLoss, evaluate_model, run_kg_completion, triple_corpus
 
 # a small model and quiet runs over the package defaults (which are the paper's sizes)
 SMALL = {"num_layers": 2, "dropout": 0.0, "eval_batch_size": 256, "save_step": 1000, "show_progress": False}
@@ -50,8 +50,37 @@ def test_tail_scorer_is_the_next_token_log_prob_over_candidates(split):
     torch.testing.assert_close(scores, expected)
 
 
-def test_end_to_end_finetuned_model_beats_random(split, tmp_path):
-    config = {"epochs": 30, "stopping_step": 5, "pretrain_epochs": 5, "warmup_steps": 10, "train_batch_size": 32,
+def test_tail_set_loss_is_the_summed_tail_log_likelihood_of_the_triple_paths(split):
+    vocab = Vocabulary.from_graph(split.dataset.graph, "synthetic")
+    torch.manual_seed(0)
+    model = KGGLM(ModelConfig(vocab_size=vocab.size, n_positions=5, embedding_size=16, num_heads=2, num_layers=1,
+                              dropout=0.0, use_kg_token_types=True), torch.from_numpy(vocab.token_types()))
+    loss = TailSetLoss(split.train, vocab)
+    paths = triple_corpus(split.train, vocab)  # [BOS] h r t [EOS], both directions
+    assert loss.n_triples == len(paths)
+    # one row per distinct prompt, and every path's prompt is a row
+    assert len(np.unique(loss.prompts, axis=0)) == len(loss.prompts) < len(paths)
+    assert {tuple(p) for p in paths[:, :3].tolist()} == {tuple(p) for p in loss.prompts.tolist()}
+    # independent computation: for a shuffled subset of rows, sum -log p(tail) over the paths whose
+    # prompt is one of them, with the scorer used for ranking, divided by the number of rows
+    rows = np.random.default_rng(1).permutation(len(loss.prompts))[:7]
+    chosen = {tuple(p) for p in loss.prompts[rows].tolist()}
+    mine = paths[[tuple(p) in chosen for p in paths[:, :3].tolist()]]
+    heads, rels = vocab.token_node(mine[:, 1]), vocab.token_relation(mine[:, 2])
+    scores = TailScorer(model, vocab)(heads, rels)
+    log_p = scores[torch.arange(len(mine)), torch.from_numpy(mine[:, 3] - (vocab.node_offset + vocab.n_users))]
+    expected = -log_p.sum() / len(rows)
+    model.eval()
+    got = loss(model, torch.from_numpy(loss.prompts[rows]))
+    torch.testing.assert_close(got, expected.to(got.dtype), rtol=1e-5, atol=1e-5)
+    got.backward()  # it trains the model: gradients reach the output embeddings
+    assert model.wte.weight.grad is not None and model.wte.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("loss", ["one_to_n", "paths"])
+def test_end_to_end_finetuned_model_beats_random(split, tmp_path, loss):
+    config = {"kg_finetune_loss": loss, "epochs": 30, "stopping_step": 5, "pretrain_epochs": 5, "warmup_steps": 10,
+              "train_batch_size": 32,
               "learning_rate": 3e-3, "embedding_size": 64, "num_heads": 4, "path_sample_args": {"pretrain_paths": 5},
               **SMALL}
     result = run_kg_completion(config, split.dataset, run_dir=tmp_path, split=split)
@@ -70,6 +99,8 @@ def test_end_to_end_finetuned_model_beats_random(split, tmp_path):
     assert test["type_mrr"] > rand["type_mrr"]
     assert set(result) >= {"split", "zero_shot", "finetuned", "pretrain", "finetune"}
     assert result["finetune"]["finetune_paths"] == 2 * len(split.train)
+    assert result["finetune"]["finetune_objective"] == loss
+    assert (result["finetune"]["finetune_rows"] < result["finetune"]["finetune_paths"]) == (loss == "one_to_n")
     # the best checkpoint was reloaded: re-evaluating it from disk gives the reported test metrics
     from kgglm.train import checkpoint as ckpt
 

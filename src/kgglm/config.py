@@ -5,7 +5,8 @@ Layers, lowest first (a later layer overrides an earlier one)::
     configs/overall.yaml              package defaults, every key documented
     configs/model/<MODEL>.yaml        model defaults
     configs/dataset/<DATASET>.yaml    dataset defaults
-    configs/preset/<PRESET>.yaml      a named preset (--preset quick)
+    configs/preset/<PRESET>.yaml      a named preset (--preset quick); its section named after the
+                                      run's task (``kg_completion:``), if any, overrides its top level
     config_file_list                  user YAML files, in order (--config-files a.yaml b.yaml)
     config_dict                       a Python dict (run_kgglm(config_dict=...))
     cmd_args                          command-line ``--key=value`` (values parsed as YAML)
@@ -36,6 +37,7 @@ OVERALL_FILE = CONFIG_ROOT / "overall.yaml"
 MODELS = ("KGGLM", "Pop", "BPR", "LightGCN", "KGItemKNN")
 TRAIN_STAGES = ("pretrain", "finetune")
 TASKS = ("recommendation", "kg_completion")
+KG_FINETUNE_LOSSES = ("one_to_n", "paths")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -220,23 +222,37 @@ class Config(Mapping):
         self._defaults: dict = yaml.safe_load(OVERALL_FILE.read_text())
         self._values: dict = _deep_copy(self._defaults)
         self.sources: dict[str, str] = {k: "defaults" for k in self._values}
-        self._apply(load_yaml_file(CONFIG_ROOT / "model" / f"{model}.yaml"), f"model defaults {model}.yaml")
+        layers: list[tuple[dict, str, Path | None]] = [
+            (load_yaml_file(CONFIG_ROOT / "model" / f"{model}.yaml"), f"model defaults {model}.yaml", None)]
         dataset_file = CONFIG_ROOT / "dataset" / f"{dataset}.yaml"
         if dataset_file.is_file():
-            self._apply(load_yaml_file(dataset_file), f"dataset defaults {dataset}.yaml")
+            layers.append((load_yaml_file(dataset_file), f"dataset defaults {dataset}.yaml", None))
+        task_sections: dict = {}
         if preset:
             preset_file = CONFIG_ROOT / "preset" / f"{preset}.yaml"
             if not preset_file.is_file():
                 known = sorted(p.stem for p in (CONFIG_ROOT / "preset").glob("*.yaml"))
                 raise ConfigError(f"unknown preset {preset!r}{_suggest(preset, known)} (known: {', '.join(known)})")
-            self._apply(load_yaml_file(preset_file), f"preset {preset}", path=preset_file)
-        for path in config_file_list or []:
-            self._apply(load_yaml_file(path), f"config file {path}", path=Path(path))
+            data = load_yaml_file(preset_file)
+            # a preset's per-task section (e.g. `kg_completion: {epochs: 40}`) overrides its top level
+            task_sections = {t: data.pop(t) for t in TASKS if t in data}
+            layers.append((data, f"preset {preset}", preset_file))
+            preset_at = len(layers)
+        layers += [(load_yaml_file(path), f"config file {path}", Path(path)) for path in config_file_list or []]
         if config_dict:
-            self._apply(dict(config_dict), "config_dict")
+            layers.append((dict(config_dict), "config_dict", None))
         if cmd_args:
             parsed = cmd_args if isinstance(cmd_args, Mapping) else parse_cmd_args(cmd_args)
-            self._apply(dict(parsed), "command line")
+            layers.append((dict(parsed), "command line", None))
+        task = next((layer["task"] for layer, _, _ in reversed(layers) if "task" in layer), self._defaults["task"])
+        if task in task_sections:
+            section = task_sections[task]
+            if not isinstance(section, dict):
+                raise ConfigError(f"preset {preset}{_key_line(preset_file, task)}: the {task} section must be a "
+                                  f"mapping of key: value lines, got {type(section).__name__}")
+            layers.insert(preset_at, (section, f"preset {preset} ({task} section)", None))
+        for layer, source, path in layers:
+            self._apply(layer, source, path=path)
         self._values["model"], self._values["dataset"], self._values["preset"] = model, dataset, preset
         self._check_values()
 
@@ -296,6 +312,9 @@ class Config(Mapping):
                               f"topk={v['topk']}")
         if v["task"] not in TASKS:
             raise ConfigError(f"task ({self.sources['task']}) must be one of {TASKS}, got {v['task']!r}")
+        if v["kg_finetune_loss"] not in KG_FINETUNE_LOSSES:
+            raise ConfigError(f"kg_finetune_loss ({self.sources['kg_finetune_loss']}) must be one of "
+                              f"{KG_FINETUNE_LOSSES}, got {v['kg_finetune_loss']!r}")
         unknown = [b for b in v["baselines"] if b not in MODELS or b == "KGGLM"]
         if unknown:
             raise ConfigError(f"baselines ({self.sources['baselines']}): unknown baseline(s) {unknown}; "

@@ -7,7 +7,12 @@ Recipe (the paper's link-prediction setting, with a clean protocol):
 2. **Pre-train** on random KG walks over the train graph (or load ``pre_model_path``).
 3. **Zero-shot** evaluation of the pre-trained model ("gen-only" in the paper).
 4. **Fine-tune** on the train triples written as paths ``[BOS] h r t [EOS]`` and, as the graph is
-   undirected, ``[BOS] t r h [EOS]``; early stopping on the valid filtered MRR.
+   undirected, ``[BOS] t r h [EOS]``; early stopping on the valid filtered MRR. Two losses
+   (``kg_finetune_loss``): ``one_to_n`` (default, :class:`TailSetLoss`) groups the paths by their
+   prompt ``[BOS] h r`` and scores each prompt once against all of its train tails, the tail
+   tokens' part of the path loss (on ML1M 281,528 paths share 25,922 prompts, so an epoch costs
+   about a tenth); ``paths`` trains every path with the next-token loss on all of its tokens (the
+   paper's recipe).
 5. **Test** the best fine-tuned checkpoint ("gen+spec").
 
 Prediction scores every candidate tail (all item and entity nodes) by the model's next-token
@@ -66,6 +71,50 @@ def pretrain_corpus(dataset: Dataset, vocab: Vocabulary, config: Config) -> np.n
     return stage_corpus(dataset, vocab, PathSampleConfig.from_config(config), "pretrain")
 
 
+class TailSetLoss:
+    """The 1-N fine-tuning loss: rows are the distinct prompts ``[BOS] h r`` of the train triple
+    paths (:attr:`prompts`), and a row's loss is ``-sum_t log p(t | [BOS] h r)`` over all of its train
+    tails ``t`` (the softmax over item and entity tokens, the candidates :class:`TailScorer` ranks).
+
+    Summed, not averaged, over a prompt's tails: the loss is then exactly the tail tokens' share of
+    the path corpus's loss (every triple weighs the same, as in the per-triple metrics), computed
+    with one forward pass per prompt instead of one per triple; the batch loss is the mean over
+    rows, as the trainer expects. This is the 1-N / "KvsAll" scoring of KG-embedding training
+    (ConvE, TuckER) with the language model as the scorer. Tails are found from the rows
+    themselves (sorted ``head token * V + relation token`` keys), so any batch of prompt rows works.
+    """
+
+    def __init__(self, triples: np.ndarray, vocab: Vocabulary, both_directions: bool = True) -> None:
+        t = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
+        if both_directions:
+            t = np.concatenate([t, t[:, [2, 1, 0]]])
+        heads, rels = vocab.node_token(t[:, 0]), vocab.relation_token(t[:, 1])
+        keys = heads * vocab.size + rels
+        order = np.lexsort((t[:, 2], keys))
+        keys, first, count = np.unique(keys[order], return_index=True, return_counts=True)
+        self.n_triples = len(t)
+        self.prompts = np.column_stack([np.full(len(keys), BOS), heads[order][first], rels[order][first]])
+        self.lo = vocab.node_offset + vocab.n_users  # candidates: items and entities, as TailScorer
+        self.vocab_size = vocab.size
+        self.keys = torch.from_numpy(keys)
+        self.indptr = torch.from_numpy(np.concatenate([[0], np.cumsum(count)]))
+        self.tails = torch.from_numpy(vocab.node_token(t[order, 2]) - self.lo)
+
+    def __call__(self, model: KGGLM, x: torch.Tensor) -> torch.Tensor:
+        if self.keys.device != x.device:
+            self.keys, self.indptr, self.tails = (v.to(x.device) for v in (self.keys, self.indptr, self.tails))
+        q = torch.searchsorted(self.keys, x[:, 1] * self.vocab_size + x[:, 2])
+        start, count = self.indptr[q], self.indptr[q + 1] - self.indptr[q]
+        rows = torch.repeat_interleave(torch.arange(len(q), device=x.device), count)
+        # position of each (row, i-th tail) pair in self.tails: start[row] + i
+        pos = torch.repeat_interleave(start - torch.cumsum(count, 0) + count, count)
+        pos = pos + torch.arange(len(pos), device=x.device)
+        h = model.hidden_states(x)[:, -1]
+        logits = F.linear(h, model.wte.weight[self.lo:]).float()
+        log_p = logits[rows, self.tails[pos]] - torch.logsumexp(logits, dim=-1)[rows]
+        return -log_p.sum() / x.shape[0]
+
+
 # ------------------------------------------------------------------------------------------ scoring
 class TailScorer:
     """``(heads, relations) -> [B, n_candidates]`` log-probabilities of every item/entity node as the
@@ -110,14 +159,16 @@ def evaluate_model(model: KGGLM, vocab: Vocabulary, split: KGSplit, part: str, *
 
 # ------------------------------------------------------------------------------------------ training
 def _train(model: KGGLM, tokens: np.ndarray, config: Config, vocab: Vocabulary, checkpoint_dir: Path, *,
-           epochs: int, evaluate_fn=None, meta: dict | None = None, max_steps: int | None = None):
+           epochs: int, evaluate_fn=None, meta: dict | None = None, max_steps: int | None = None,
+           objective: TailSetLoss | None = None):
     """The one place that calls the trainer. Triple paths ``[BOS] h r t [EOS]`` follow the
     pre-training path grammar (node, relation, node, [EOS]), so both stages train with
-    ``stage='pretrain'`` output slices; the task stage is recorded in the checkpoint meta."""
+    ``stage='pretrain'`` output slices (unless ``objective`` replaces the path loss); the task
+    stage is recorded in the checkpoint meta."""
     tc = dataclasses.replace(TrainConfig.from_config(config, "pretrain"), epochs=int(epochs), max_steps=max_steps,
                              resume=False)
     return train(model, tokens, tc, checkpoint_dir=checkpoint_dir, vocab=vocab,
-                 extra_meta={"task": TASK, **(meta or {})}, evaluate_fn=evaluate_fn)
+                 extra_meta={"task": TASK, **(meta or {})}, evaluate_fn=evaluate_fn, objective=objective)
 
 
 def pretrain(split: KGSplit, config: Mapping, checkpoint_dir: str | Path) -> tuple[KGGLM, Vocabulary, dict]:
@@ -142,10 +193,12 @@ def pretrain(split: KGSplit, config: Mapping, checkpoint_dir: str | Path) -> tup
 
 def finetune(model: KGGLM, vocab: Vocabulary, split: KGSplit, config: Mapping, checkpoint_dir: str | Path,
              *, max_steps: int | None = None) -> tuple[KGGLM, dict]:
-    """Fine-tune on train triple paths with early stopping on valid MRR; reloads the best weights."""
+    """Fine-tune on train triple paths (with the ``kg_finetune_loss`` loss) with early stopping on
+    valid MRR; reloads the best weights."""
     config = resolved(config, split.dataset.name)
     t0, c0 = time.perf_counter(), time.process_time()
-    tokens = triple_corpus(split.train, vocab)
+    objective = TailSetLoss(split.train, vocab) if config["kg_finetune_loss"] == "one_to_n" else None
+    tokens = objective.prompts if objective is not None else triple_corpus(split.train, vocab)
     bs = int(config["eval_batch_size"])
 
     def evaluate_fn(m: KGGLM) -> tuple[float, dict]:
@@ -153,10 +206,13 @@ def finetune(model: KGGLM, vocab: Vocabulary, split: KGSplit, config: Mapping, c
         return metrics[VALID_METRIC], metrics
 
     tr = _train(model, tokens, config, vocab, Path(checkpoint_dir), epochs=int(config["epochs"]),
-                evaluate_fn=evaluate_fn, meta={"kg_stage": "finetune"}, max_steps=max_steps)
+                evaluate_fn=evaluate_fn, meta={"kg_stage": "finetune", "kg_finetune_loss": config["kg_finetune_loss"]},
+                max_steps=max_steps, objective=objective)
     if tr.best_checkpoint is not None:
         ckpt.load_weights(model, tr.best_checkpoint)
-    stats = {"finetune_paths": int(tokens.shape[0]), "finetune_steps": tr.step, "finetune_loss": tr.last_loss,
+    stats = {"finetune_objective": config["kg_finetune_loss"], "finetune_rows": int(tokens.shape[0]),
+             "finetune_paths": objective.n_triples if objective is not None else int(tokens.shape[0]),
+             "finetune_steps": tr.step, "finetune_loss": tr.last_loss,
              "stopped_early": tr.stopped_early, "finetune_seconds": round(time.perf_counter() - t0, 2),
              "finetune_cpu_seconds": round(time.process_time() - c0, 2),
              "best_valid": tr.best_metrics,

@@ -51,8 +51,10 @@ from kgglm.train.state import TrainConfig, TrainProgress, TrainResult, new_run_i
 logger = logging.getLogger(__name__)
 
 EvaluateFn = Callable[[KGGLM], "tuple[float, dict]"]
+# a training loss other than next-token cross-entropy: (model, batch rows) -> scalar mean over the rows
+Objective = Callable[[KGGLM, torch.Tensor], torch.Tensor]
 
-__all__ = ["TrainConfig", "TrainResult", "Trainer", "lr_at", "resolve_device", "train", "validation_loss"]
+__all__ = ["Objective", "TrainConfig", "TrainResult", "Trainer", "lr_at", "resolve_device", "train", "validation_loss"]
 
 
 def lr_at(step: int, config: TrainConfig, total_steps: int) -> float:
@@ -107,11 +109,13 @@ class _LossOf(torch.nn.Module):
     """``model.loss`` as the ``forward`` of a module: DDP synchronises gradients through hooks that
     its ``forward`` installs, so the loss must be computed by calling the wrapped module."""
 
-    def __init__(self, model: KGGLM, slices: torch.Tensor | None) -> None:
+    def __init__(self, model: KGGLM, slices: torch.Tensor | None, objective: Objective | None = None) -> None:
         super().__init__()
-        self.model, self.slices = model, slices
+        self.model, self.slices, self.objective = model, slices, objective
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.objective is not None:
+            return self.objective(self.model, x)
         return self.model.loss(x, next_token_labels(x, PAD), self.slices)
 
 
@@ -123,11 +127,16 @@ class Trainer:
     training stops early as RecBole does (see :meth:`TrainProgress.record_evaluation`). With
     neither there is no evaluation (pre-training). With ``config.resume`` it continues from the
     newest resumable checkpoint in ``checkpoint_dir`` (same corpus and batch size required).
+
+    The loss is the next-token cross-entropy of the rows (typed by ``config.typed_output``) unless
+    ``objective(model, rows) -> loss`` is given: a task's own loss over the same seeded batches of
+    corpus rows (e.g. knowledge completion's 1-N loss, rows = prompts). It must be a mean over rows,
+    so that the row weighting of data-parallel shares and micro-batches stays right.
     """
 
     def __init__(self, model: KGGLM, tokens, config: TrainConfig, *, checkpoint_dir: str | os.PathLike,
                  vocab: Vocabulary, extra_meta: dict | None = None, evaluate_fn: EvaluateFn | None = None,
-                 valid_tokens=None) -> None:
+                 valid_tokens=None, objective: Objective | None = None) -> None:
         self.config, self.vocab, self.extra_meta = config, vocab, dict(extra_meta or {})
         self.device = distributed.device_for_rank(resolve_device(config.device))
         self.rank, self.world = distributed.rank(), distributed.world_size()
@@ -144,12 +153,12 @@ class Trainer:
         self.steps_per_epoch = math.ceil(self.data.shape[0] / config.train_batch_size)
         self.total_steps = min(config.epochs * self.steps_per_epoch, config.max_steps or math.inf)
         self.slices = None
-        if config.typed_output:
+        if config.typed_output and objective is None:
             self.slices = torch.as_tensor(vocab.output_slices(self.data.shape[1], config.stage), device=self.device)
             _check_slices(self.data, self.slices, config.stage)
         self.optimizer = make_optimizer(model, config, self.device)
         self.ddp: torch.nn.parallel.DistributedDataParallel | None = None
-        self.loss_fn: torch.nn.Module = _LossOf(self.model, self.slices)
+        self.loss_fn: torch.nn.Module = _LossOf(self.model, self.slices, objective)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.loss_fn, device_ids=ids)
@@ -408,10 +417,11 @@ class Trainer:
 
 
 def train(model: KGGLM, tokens, config: TrainConfig, *, checkpoint_dir: str | os.PathLike, vocab: Vocabulary,
-          extra_meta: dict | None = None, evaluate_fn: EvaluateFn | None = None, valid_tokens=None) -> TrainResult:
+          extra_meta: dict | None = None, evaluate_fn: EvaluateFn | None = None, valid_tokens=None,
+          objective: Objective | None = None) -> TrainResult:
     """Train ``model`` on ``tokens`` with ``config`` (see :class:`Trainer`) and return the result."""
     return Trainer(model, tokens, config, checkpoint_dir=checkpoint_dir, vocab=vocab, extra_meta=extra_meta,
-                   evaluate_fn=evaluate_fn, valid_tokens=valid_tokens).fit()
+                   evaluate_fn=evaluate_fn, valid_tokens=valid_tokens, objective=objective).fit()
 
 
 def _as_tokens(tokens, name: str, n_positions: int, vocab_size: int) -> torch.Tensor:
