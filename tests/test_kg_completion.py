@@ -55,8 +55,8 @@ def test_tail_set_loss_is_the_summed_tail_log_likelihood_of_the_triple_paths(spl
     torch.manual_seed(0)
     model = KGGLM(ModelConfig(vocab_size=vocab.size, n_positions=5, embedding_size=16, num_heads=2, num_layers=1,
                               dropout=0.0, use_kg_token_types=True), torch.from_numpy(vocab.token_types()))
-    loss = TailSetLoss(split.train, vocab)
     paths = triple_corpus(split.train, vocab)  # [BOS] h r t [EOS], both directions
+    loss = TailSetLoss(paths, vocab)
     assert loss.n_triples == len(paths)
     # one row per distinct prompt, and every path's prompt is a row
     assert len(np.unique(loss.prompts, axis=0)) == len(loss.prompts) < len(paths)

@@ -82,23 +82,20 @@ class TailSetLoss:
     rows, as the trainer expects. This is the 1-N / "KvsAll" scoring of KG-embedding training
     (ConvE, TuckER) with the language model as the scorer. Tails are found from the rows
     themselves (sorted ``head token * V + relation token`` keys), so any batch of prompt rows works.
+    Built from the triple paths of :func:`triple_corpus` (``[BOS] h r t [EOS]`` rows).
     """
 
-    def __init__(self, triples: np.ndarray, vocab: Vocabulary, both_directions: bool = True) -> None:
-        t = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
-        if both_directions:
-            t = np.concatenate([t, t[:, [2, 1, 0]]])
-        heads, rels = vocab.node_token(t[:, 0]), vocab.relation_token(t[:, 1])
-        keys = heads * vocab.size + rels
-        order = np.lexsort((t[:, 2], keys))
+    def __init__(self, paths: np.ndarray, vocab: Vocabulary) -> None:
+        keys = paths[:, 1] * vocab.size + paths[:, 2]
+        order = np.lexsort((paths[:, 3], keys))
         keys, first, count = np.unique(keys[order], return_index=True, return_counts=True)
-        self.n_triples = len(t)
-        self.prompts = np.column_stack([np.full(len(keys), BOS), heads[order][first], rels[order][first]])
-        self.lo = vocab.node_offset + vocab.n_users  # candidates: items and entities, as TailScorer
+        self.n_triples = len(paths)
+        self.prompts = paths[order[first], :3]
+        self.lo = candidate_offset(vocab)
         self.vocab_size = vocab.size
         self.keys = torch.from_numpy(keys)
         self.indptr = torch.from_numpy(np.concatenate([[0], np.cumsum(count)]))
-        self.tails = torch.from_numpy(vocab.node_token(t[order, 2]) - self.lo)
+        self.tails = torch.from_numpy(paths[order, 3] - self.lo)
 
     def __call__(self, model: KGGLM, x: torch.Tensor) -> torch.Tensor:
         if self.keys.device != x.device:
@@ -109,20 +106,30 @@ class TailSetLoss:
         # position of each (row, i-th tail) pair in self.tails: start[row] + i
         pos = torch.repeat_interleave(start - torch.cumsum(count, 0) + count, count)
         pos = pos + torch.arange(len(pos), device=x.device)
-        h = model.hidden_states(x)[:, -1]
-        logits = F.linear(h, model.wte.weight[self.lo:]).float()
+        logits = tail_logits(model, x, self.lo)
         log_p = logits[rows, self.tails[pos]] - torch.logsumexp(logits, dim=-1)[rows]
         return -log_p.sum() / x.shape[0]
 
 
 # ------------------------------------------------------------------------------------------ scoring
+def candidate_offset(vocab: Vocabulary) -> int:
+    """The first item token: candidate tails are the item and entity tokens (users never are)."""
+    return vocab.node_offset + vocab.n_users
+
+
+def tail_logits(model: KGGLM, prompts: torch.Tensor, lo: int) -> torch.Tensor:
+    """``[B, vocab - lo]`` float logits of the tokens from ``lo`` on, next after each prompt row."""
+    h = model.hidden_states(prompts)[:, -1]  # only the last position's logits are needed
+    return F.linear(h, model.wte.weight[lo:]).float()
+
+
 class TailScorer:
     """``(heads, relations) -> [B, n_candidates]`` log-probabilities of every item/entity node as the
     next token after ``[BOS] h r`` (normalised over the candidate nodes; ranking is unaffected)."""
 
     def __init__(self, model: KGGLM, vocab: Vocabulary) -> None:
         self.model, self.vocab = model, vocab
-        self.lo = vocab.node_offset + vocab.n_users  # first item token: users are never candidates
+        self.lo = candidate_offset(vocab)
         self.device = model.wte.weight.device
 
     @property
@@ -136,9 +143,8 @@ class TailScorer:
         x = torch.from_numpy(prompt).to(self.device)
         was_training = self.model.training
         self.model.eval()
-        h = self.model.hidden_states(x)[:, -1]  # only the last position's logits are needed
+        logits = tail_logits(self.model, x, self.lo)
         self.model.train(was_training)
-        logits = F.linear(h, self.model.wte.weight[self.lo:]).float()
         return torch.log_softmax(logits, dim=-1).cpu()
 
 
@@ -197,8 +203,9 @@ def finetune(model: KGGLM, vocab: Vocabulary, split: KGSplit, config: Mapping, c
     valid MRR; reloads the best weights."""
     config = resolved(config, split.dataset.name)
     t0, c0 = time.perf_counter(), time.process_time()
-    objective = TailSetLoss(split.train, vocab) if config["kg_finetune_loss"] == "one_to_n" else None
-    tokens = objective.prompts if objective is not None else triple_corpus(split.train, vocab)
+    paths = triple_corpus(split.train, vocab)
+    objective = TailSetLoss(paths, vocab) if config["kg_finetune_loss"] == "one_to_n" else None
+    tokens = objective.prompts if objective is not None else paths
     bs = int(config["eval_batch_size"])
 
     def evaluate_fn(m: KGGLM) -> tuple[float, dict]:
@@ -211,7 +218,7 @@ def finetune(model: KGGLM, vocab: Vocabulary, split: KGSplit, config: Mapping, c
     if tr.best_checkpoint is not None:
         ckpt.load_weights(model, tr.best_checkpoint)
     stats = {"finetune_objective": config["kg_finetune_loss"], "finetune_rows": int(tokens.shape[0]),
-             "finetune_paths": objective.n_triples if objective is not None else int(tokens.shape[0]),
+             "finetune_paths": int(paths.shape[0]),
              "finetune_steps": tr.step, "finetune_loss": tr.last_loss,
              "stopped_early": tr.stopped_early, "finetune_seconds": round(time.perf_counter() - t0, 2),
              "finetune_cpu_seconds": round(time.process_time() - c0, 2),

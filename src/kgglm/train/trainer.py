@@ -106,8 +106,9 @@ def validation_loss(model: KGGLM, tokens, *, batch_size: int, device: torch.devi
 
 
 class _LossOf(torch.nn.Module):
-    """``model.loss`` as the ``forward`` of a module: DDP synchronises gradients through hooks that
-    its ``forward`` installs, so the loss must be computed by calling the wrapped module."""
+    """``model.loss`` (or ``objective(model, x)``) as the ``forward`` of a module: DDP synchronises
+    gradients through hooks that its ``forward`` installs, so the loss must be computed by calling
+    the wrapped module."""
 
     def __init__(self, model: KGGLM, slices: torch.Tensor | None, objective: Objective | None = None) -> None:
         super().__init__()
