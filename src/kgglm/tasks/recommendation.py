@@ -123,6 +123,7 @@ def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathL
         logger.info("no pre-training: fine-tuning a fresh model (%.2fM parameters)", model.num_parameters() / 1e6)
     else:
         model, _ = ckpt.load_pretrained_for_finetune(pre_model_path, vocab, model_config, device=config.device)
+    attach_history(model, data, vocab)
     generation = PathGenerationConfig.from_config(config)
     settings = EvalConfig.from_config(config)
 
@@ -148,6 +149,18 @@ def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathL
     result.examples = explained(export, data, vocab, limit=config["show_examples"], k=min(5, settings.max_k),
                                 phrases=config["relation_phrases"])
     return result
+
+
+def attach_history(model: KGGLM, data: Dataset, vocab: Vocabulary) -> None:
+    """Give a history-conditioned model its users' *training* items (never valid/test: the history is
+    the model's input when it ranks valid and test items too); a no-op for other models."""
+    if not model.config.user_history:
+        return
+    indptr, items = data.split_items("train")
+    lo = vocab.node_offset
+    model.set_user_history(torch.from_numpy(np.asarray(indptr, dtype=np.int64)),
+                           torch.from_numpy(np.asarray(items, dtype=np.int64) + lo + vocab.n_users),
+                           (lo, lo + vocab.n_users), (lo + vocab.n_users, lo + vocab.n_users + vocab.n_items))
 
 
 def export_recommendations(model, data: Dataset, vocab: Vocabulary, config: Config,
@@ -231,6 +244,7 @@ def load_for_inference(path, *, data_path=None, cmd_args: Iterable[str] | Mappin
         vocab.check_dataset(data)
     except ValueError as exc:
         raise ckpt.CheckpointError(f"{where}: the dataset changed since training: {exc}") from None
+    attach_history(model, data, vocab)
     logger.info("loaded %s (dataset %s)", where, dataset)
     return model, vocab, data, config
 

@@ -1,0 +1,70 @@
+"""User-history conditioning of KGGLM (model/gpt.py): checked against a loop over rows."""
+
+import math
+
+import torch
+
+from kgglm.model.gpt import EOS_ID, KGGLM, ModelConfig, next_token_labels
+
+N_USERS, N_ITEMS, OFFSET = 3, 4, 10  # user tokens 10..12, item tokens 13..16
+VOCAB = 20
+
+
+def _model(**kw) -> KGGLM:
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=VOCAB, n_positions=8, embedding_size=16, num_heads=2, num_layers=1,
+                      dropout=0.0, use_kg_token_types=False, **kw)
+    model = KGGLM(cfg, torch.zeros(VOCAB, dtype=torch.long))
+    if cfg.user_history:
+        indptr = torch.tensor([0, 2, 3, 3])  # user 0: items 0, 1; user 1: item 2; user 2: none
+        tokens = torch.tensor([0, 1, 2]) + OFFSET + N_USERS
+        model.set_user_history(indptr, tokens, (OFFSET, OFFSET + N_USERS),
+                               (OFFSET + N_USERS, OFFSET + N_USERS + N_ITEMS))
+    return model.eval()
+
+
+def _rows() -> torch.Tensor:
+    # [BOS] user rel item rel item [EOS] [PAD]; the target (last node) is item 1 for row 0, item 2 for row 1
+    return torch.tensor([[1, 10, 5, 13, 5, 14, EOS_ID, 0],
+                         [1, 11, 5, 15, 5, 15, EOS_ID, 0],
+                         [1, 12, 5, 13, 5, 16, EOS_ID, 0]])
+
+
+def test_history_embedding_matches_a_loop_and_hides_the_target():
+    model = _model(user_history=True)
+    ids = _rows()
+    x, hist = model._embed(ids, 0, exclude=ids[torch.arange(3), torch.tensor([5, 5, 5])])
+    base = model.wte(ids) + model.wpe(torch.arange(8))
+    history = {0: [13, 14], 1: [15], 2: []}
+    for r in range(3):
+        shown = [t for t in history[r] if t != int(ids[r, 5])]
+        want = base[r].clone()
+        if shown:
+            want[1] += model.hproj(model.wte.weight[shown].sum(0) / math.sqrt(len(shown)))
+        torch.testing.assert_close(x[r], want)
+    row, toks, hidden = hist
+    assert row.tolist() == [0, 0, 1] and hidden.tolist() == [False, True, True]
+
+
+def test_model_without_history_is_unchanged():
+    ids = _rows()
+    plain, hist_off = _model(), _model(user_history=True)
+    hist_off.load_state_dict(plain.state_dict(), strict=False)  # same weights but hproj
+    hist_off.hist_tokens = torch.zeros(0, dtype=torch.long)  # history not attached: no offset
+    assert not hasattr(plain, "hproj")
+    torch.testing.assert_close(plain.hidden_states(ids), hist_off.hidden_states(ids))
+
+
+def test_history_loss_is_the_mean_nll_of_hidden_items():
+    model = _model(user_history=True, history_loss_weight=2.0)
+    ids = _rows()
+    total = model.loss(ids, next_token_labels(ids))
+    x, _ = model._embed(ids, 0, exclude=ids[:, 5])  # training hides each row's target from its history
+    h = model._blocks(x, None)
+    path_only = model._path_loss(h[:, :-1], next_token_labels(ids)[:, :-1], None)
+    state = h[:, 1]
+    logp = torch.log_softmax(state @ model.wte.weight[13:17].T, -1)
+    # row 0 hides item 1 (its target), row 1 hides item 2; row 2 has no history
+    want = -(logp[0, 1] + logp[1, 2]) / 2
+    torch.testing.assert_close(total, path_only + 2.0 * want, rtol=1e-5, atol=1e-6)
+    assert model.history_log_probs(state).shape == (3, N_ITEMS)
