@@ -42,7 +42,7 @@ def test_history_embedding_matches_a_loop_and_hides_the_target():
         if shown:
             want[1] += model.hproj(model.wte.weight[shown].sum(0) / math.sqrt(len(shown)))
         torch.testing.assert_close(x[r], want)
-    row, toks, hidden = hist
+    row, toks, hidden, _ = hist
     assert row.tolist() == [0, 0, 1] and hidden.tolist() == [False, True, True]
 
 
@@ -62,9 +62,12 @@ def test_history_loss_is_the_mean_nll_of_hidden_items():
     x, _ = model._embed(ids, 0, exclude=ids[:, 5])  # training hides each row's target from its history
     h = model._blocks(x, None)
     path_only = model._path_loss(h[:, :-1], next_token_labels(ids)[:, :-1], None)
-    state = h[:, 1]
-    logp = torch.log_softmax(state @ model.wte.weight[13:17].T, -1)
+    summary = torch.stack([model.wte.weight[13], model.wte.weight[15] * 0])  # row 0 shows item 0 only
+    summary = torch.cat([summary, torch.zeros(1, 16)])
+    logp = torch.log_softmax(model.hhead(summary) @ model.wte.weight[13:17].T, -1)
     # row 0 hides item 1 (its target), row 1 hides item 2; row 2 has no history
     want = -(logp[0, 1] + logp[1, 2]) / 2
     torch.testing.assert_close(total, path_only + 2.0 * want, rtol=1e-5, atol=1e-6)
-    assert model.history_log_probs(state).shape == (3, N_ITEMS)
+    full = model.history_log_probs(ids[:, 1])  # at decoding time the whole history is shown
+    shown = torch.stack([model.wte.weight[[13, 14]].sum(0) / math.sqrt(2), model.wte.weight[15], torch.zeros(16)])
+    torch.testing.assert_close(full, torch.log_softmax(model.hhead(shown) @ model.wte.weight[13:17].T, -1))

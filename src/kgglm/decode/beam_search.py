@@ -194,7 +194,8 @@ def _search(model, constraint: GraphConstraint, users: torch.Tensor, gen: PathGe
         logits, cache = model(prompt, use_cache=True)
         state = logits[:, -1]
     # the user-history expert (a model trained with a history loss): log p(item | user, history)
-    hist_lp = model.history_log_probs(state) if head is not None and gen.history_weight > 0 else None
+    expert = getattr(model, "history_log_probs", None) if gen.history_weight > 0 else None
+    hist_lp = expert(prompt[:, 1]) if expert is not None else None
     seqs = prompt  # [B * k, T]
     k = 1  # beams per user so far
     beam_scores = torch.zeros(b, device=device)  # [B * k] sum of log-probs

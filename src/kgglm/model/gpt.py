@@ -215,6 +215,9 @@ class KGGLM(nn.Module):
         if config.user_history:
             # history -> user-token offset; the history itself is data, attached by set_user_history
             self.hproj = nn.Linear(c, c, bias=False)
+            # the history expert: the user's items -> a distribution over all items, from the history
+            # alone (as Mult-DAE; a free user embedding would just memorise the training items)
+            self.hhead = nn.Sequential(nn.Linear(c, c), nn.Tanh(), nn.Linear(c, c))
             self.register_buffer("hist_indptr", torch.zeros(1, dtype=torch.long), persistent=False)
             self.register_buffer("hist_tokens", torch.zeros(0, dtype=torch.long), persistent=False)
             self.user_range = (0, 0)  # token ids [lo, hi) of users
@@ -294,7 +297,8 @@ class KGGLM(nn.Module):
         n = torch.zeros(first.shape[0], device=first.device, dtype=weight.dtype).index_add_(0, row, shown)
         total = torch.zeros(first.shape[0], self.config.embedding_size, device=first.device,
                             dtype=weight.dtype).index_add_(0, row, self.wte(toks) * shown[:, None])
-        return self.hproj(total / n.clamp_min(1.0).sqrt().unsqueeze(1)), (row, toks, hidden)
+        summary = total / n.clamp_min(1.0).sqrt().unsqueeze(1)
+        return self.hproj(summary), (row, toks, hidden, summary)
 
     def _embed(self, input_ids: torch.Tensor, past: int, exclude: torch.Tensor | None = None):
         """Input embeddings ``[B, T, C]`` and the history entries (``None`` without history)."""
@@ -324,16 +328,18 @@ class KGGLM(nn.Module):
                              f"n_positions={self.config.n_positions}")
         return self._blocks(self._embed(input_ids, past)[0], cache)
 
-    def _item_log_probs(self, user_state: torch.Tensor) -> torch.Tensor:
+    def _item_log_probs(self, state: torch.Tensor) -> torch.Tensor:
         lo, hi = self.item_range
-        return torch.log_softmax(user_state.float() @ self.wte.weight[lo:hi].float().T, dim=-1)
+        return torch.log_softmax(state.float() @ self.wte.weight[lo:hi].float().T, dim=-1)
 
-    def history_log_probs(self, user_state: torch.Tensor) -> torch.Tensor | None:
-        """``[B, n_items]`` log-probabilities of every item from the user-position hidden state (the
-        distribution the history loss fits), or ``None`` when the model was not trained for it."""
+    def history_log_probs(self, user_tokens: torch.Tensor) -> torch.Tensor | None:
+        """``[B, n_items]`` log-probabilities of every item under the history expert, given each
+        user's whole attached history (the distribution the history loss fits), or ``None`` when the
+        model was not trained for it."""
         if not self._uses_history() or self.config.history_loss_weight == 0:
             return None
-        return self._item_log_probs(user_state)
+        summary = self._history(user_tokens, None)[1][3]
+        return self._item_log_probs(self.hhead(summary))
 
     def forward(self, input_ids: torch.Tensor, past_key_values: KVCache | None = None,
                 use_cache: bool = False) -> tuple[torch.Tensor, KVCache | None]:
@@ -373,18 +379,18 @@ class KGGLM(nn.Module):
         h = self._blocks(x, None)
         loss = self._path_loss(h[:, :-1], labels[:, :-1], output_slices)  # the last position has no target
         if hist is not None and self.config.history_loss_weight > 0:
-            loss = loss + self.config.history_loss_weight * self._history_loss(h[:, 1], hist)
+            loss = loss + self.config.history_loss_weight * self._history_loss(hist)
         return loss
 
-    def _history_loss(self, user_state: torch.Tensor, hist) -> torch.Tensor:
-        """Mean over rows of the mean NLL of each row's hidden history items, from the user-position
-        state over all items (a multinomial autoencoder objective, as in Mult-DAE)."""
-        row, toks, hidden = hist
+    def _history_loss(self, hist) -> torch.Tensor:
+        """Mean over rows of the mean NLL of each row's hidden history items under the history
+        expert, from the items it was shown (a multinomial denoising autoencoder, as Mult-DAE)."""
+        row, toks, hidden, summary = hist
         if not bool(hidden.any()):
-            return user_state.new_zeros((), dtype=torch.float32)
-        logp = self._item_log_probs(user_state)
+            return summary.new_zeros((), dtype=torch.float32)
+        logp = self._item_log_probs(self.hhead(summary))
         r, item = row[hidden], toks[hidden] - self.item_range[0]
-        n = torch.zeros(user_state.shape[0], device=r.device).index_add_(0, r, torch.ones(r.shape, device=r.device))
+        n = torch.zeros(summary.shape[0], device=r.device).index_add_(0, r, torch.ones(r.shape, device=r.device))
         nll = torch.zeros_like(n).index_add_(0, r, -logp[r, item])
         has = n > 0
         return (nll[has] / n[has]).mean()
