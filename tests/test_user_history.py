@@ -71,3 +71,31 @@ def test_history_loss_is_the_mean_nll_of_hidden_items():
     full = model.history_log_probs(ids[:, 1])  # at decoding time the whole history is shown
     shown = torch.stack([model.wte.weight[[13, 14]].sum(0) / math.sqrt(2), model.wte.weight[15], torch.zeros(16)])
     torch.testing.assert_close(full, torch.log_softmax(model.hhead(shown) @ model.wte.weight[13:17].T, -1))
+
+
+def test_checkpoint_round_trip_and_pretrained_start(tmp_path):
+    from kgglm.paths.vocab import Vocabulary
+    from kgglm.train import checkpoint as ckpt
+
+    vocab = Vocabulary(N_USERS, N_ITEMS, 2, 2, "toy")
+    cfg = dict(vocab_size=vocab.size, n_positions=8, embedding_size=16, num_heads=2, num_layers=1, dropout=0.0,
+               use_kg_token_types=True)
+    types = torch.from_numpy(vocab.token_types())
+    users = (vocab.node_offset, vocab.node_offset + N_USERS)
+    items = (users[1], users[1] + N_ITEMS)
+    hist = (torch.tensor([0, 2, 3, 3]), torch.tensor([0, 1, 2]) + items[0])
+    torch.manual_seed(1)
+    model = KGGLM(ModelConfig(**cfg, user_history=True, history_loss_weight=1.0, history_items=N_ITEMS), types)
+    model.set_user_history(*hist, users, items)
+    saved = ckpt.save_checkpoint(tmp_path / "ft", model, vocab)
+    loaded, _, _ = ckpt.load_checkpoint(saved)
+    loaded.set_user_history(*hist, users, items)
+    first = torch.arange(*users)
+    torch.testing.assert_close(loaded.history_log_probs(first), model.eval().history_log_probs(first))
+    # a plain pre-trained checkpoint starts a history model: path weights loaded, history layers fresh
+    plain = KGGLM(ModelConfig(**cfg), types)
+    pre = ckpt.save_checkpoint(tmp_path / "pre", plain, vocab)
+    want = ModelConfig(**cfg, user_history=True, history_loss_weight=1.0, history_items=N_ITEMS)
+    ft, _ = ckpt.load_pretrained_for_finetune(pre, vocab, want)
+    assert ft.hout.out_features == N_ITEMS
+    torch.testing.assert_close(ft.wte.weight, plain.wte.weight)

@@ -44,7 +44,8 @@ class ModelConfig:
     # embedding gets a projection of the mean embedding of the user's training items.
     user_history: bool = False
     history_dropout: float = 0.0  # share of history items hidden from each training row
-    history_loss_weight: float = 0.0  # weight of the hidden-items loss at the user position
+    history_loss_weight: float = 0.0  # weight of the history expert's hidden-items loss
+    history_items: int = 0  # items of the history expert's own output layer (0: tied item embeddings)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.history_dropout < 1.0:
@@ -218,6 +219,9 @@ class KGGLM(nn.Module):
             # the history expert: the user's items -> a distribution over all items, from the history
             # alone (as Mult-DAE; a free user embedding would just memorise the training items)
             self.hhead = nn.Sequential(nn.Linear(c, c), nn.Tanh(), nn.Linear(c, c))
+            # its own item output layer with a bias (popularity), as Mult-DAE's decoder; the path
+            # model's tied item embeddings serve a different distribution
+            self.hout = nn.Linear(c, config.history_items) if config.history_items else None
             self.register_buffer("hist_indptr", torch.zeros(1, dtype=torch.long), persistent=False)
             self.register_buffer("hist_tokens", torch.zeros(0, dtype=torch.long), persistent=False)
             self.user_range = (0, 0)  # token ids [lo, hi) of users
@@ -338,8 +342,13 @@ class KGGLM(nn.Module):
         model was not trained for it."""
         if not self._uses_history() or self.config.history_loss_weight == 0:
             return None
-        summary = self._history(user_tokens, None)[1][3]
-        return self._item_log_probs(self.hhead(summary))
+        return self._expert_log_probs(self._history(user_tokens, None)[1][3])
+
+    def _expert_log_probs(self, summary: torch.Tensor) -> torch.Tensor:
+        z = self.hhead(summary)
+        if self.hout is not None:
+            return torch.log_softmax(self.hout(z).float(), dim=-1)
+        return self._item_log_probs(z)
 
     def forward(self, input_ids: torch.Tensor, past_key_values: KVCache | None = None,
                 use_cache: bool = False) -> tuple[torch.Tensor, KVCache | None]:
@@ -388,7 +397,7 @@ class KGGLM(nn.Module):
         row, toks, hidden, summary = hist
         if not bool(hidden.any()):
             return summary.new_zeros((), dtype=torch.float32)
-        logp = self._item_log_probs(self.hhead(summary))
+        logp = self._expert_log_probs(summary)
         r, item = row[hidden], toks[hidden] - self.item_range[0]
         n = torch.zeros(summary.shape[0], device=r.device).index_add_(0, r, torch.ones(r.shape, device=r.device))
         nll = torch.zeros_like(n).index_add_(0, r, -logp[r, item])

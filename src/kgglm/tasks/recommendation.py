@@ -15,6 +15,7 @@ helpers are the model); only :mod:`kgglm.quick_start` assembles a ``RunResult`` 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -118,6 +119,8 @@ def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathL
     tokens = stage_corpus(data, vocab, PathSampleConfig.from_config(config), "finetune")
     logger.info("finetune corpus: %d user paths", tokens.shape[0])
     model_config = ModelConfig.from_config(config, vocab_size=vocab.size, n_positions=tokens.shape[1])
+    if model_config.user_history and model_config.history_loss_weight > 0:
+        model_config = dataclasses.replace(model_config, history_items=vocab.n_items)
     if pre_model_path is None:
         model = KGGLM(model_config, torch.from_numpy(vocab.token_types())).to(config.device)
         logger.info("no pre-training: fine-tuning a fresh model (%.2fM parameters)", model.num_parameters() / 1e6)

@@ -328,10 +328,11 @@ def load_pretrained_for_finetune(path: str | os.PathLike, vocab: Vocabulary, mod
         raise CheckpointError(f"{where} was trained with n_positions={saved.n_positions}, fine-tuning needs "
                               f"{model_config.n_positions} (longer paths than pre-training)")
     # training-only settings and the fine-tuning additions (the history projection starts fresh)
-    finetune_keys = ("dropout", "user_history", "history_dropout", "history_loss_weight")
+    finetune_keys = ("dropout", "user_history", "history_dropout", "history_loss_weight", "history_items")
     config = ModelConfig.from_dict({**saved.to_dict(), **{k: getattr(model_config, k) for k in finetune_keys}})
     model = KGGLM(config, torch.from_numpy(vocab.token_types())).to(device)
-    apply_weights(model, read_weights(ckpt, device), ckpt / WEIGHTS_FILE, may_miss=("hproj.weight",))
+    fresh = tuple(k for k in model.state_dict() if k.startswith(("hproj.", "hhead.", "hout.")))
+    apply_weights(model, read_weights(ckpt, device), ckpt / WEIGHTS_FILE, may_miss=fresh)
     model.train()
     meta = dict(info["meta"], model_config=info["model"], train_config=info.get("training", {}), path=str(ckpt))
     logger.info("fine-tuning from %s (step %s)", ckpt, meta.get("step"))
