@@ -35,6 +35,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
         res = run_pipeline("KGGLM", "toy", config_dict={**TINY, "data_path": str(root), "checkpoint_dir": str(saved),
                                                         "pretrain_epochs": 1, "epochs": 1, "baselines": []})
         _SHARED["ckpt"] = (resolve_model_checkpoint(res.run_dir), root)
+        _SHARED["saved"] = saved
     return _SHARED["ckpt"]
 
 
@@ -143,6 +144,18 @@ def test_training_state_fields_are_checked(trained, tmp_path, state, message):
     with pytest.raises(CheckpointError, match=message) as err:
         ckpt.load_training_state(dst, ckpt.STATE_FIELDS)
     assert str(dst / ckpt.STATE_FILE) in str(err.value)
+
+
+def test_resume_from_an_empty_training_state_names_the_field(trained, tmp_path):
+    saved = tmp_path / "saved"
+    shutil.copytree(_SHARED["saved"], saved)
+    states = list(saved.rglob(ckpt.STATE_FILE))
+    assert states
+    for f in states:
+        f.write_text("{}")
+    with pytest.raises(CheckpointError, match="training_state.json: field 'corpus' is missing"):
+        run_pipeline("KGGLM", "toy", config_dict={**TINY, "data_path": str(trained[1]), "checkpoint_dir": str(saved),
+                                                  "pretrain_epochs": 1, "epochs": 1, "baselines": [], "resume": True})
 
 
 def test_broken_state_tensors_name_the_file(trained, tmp_path):
