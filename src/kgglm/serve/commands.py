@@ -9,6 +9,8 @@ import argparse
 import logging
 import sys
 
+from kgglm.errors import user_errors
+
 KEEP_ALIVE_SECONDS = 30
 
 
@@ -60,8 +62,6 @@ def run(args: argparse.Namespace) -> int:
 
 def serve_main(argv: list[str] | None = None) -> int:
     """``kgglm serve`` without the main parser (``python -m kgglm.serve``)."""
-    from kgglm.cli import user_errors
-
     args = _add_arguments(argparse.ArgumentParser(prog="kgglm serve", allow_abbrev=False)).parse_args(argv)
     try:
         return run(args)

@@ -15,6 +15,7 @@ helpers are the model); only :mod:`kgglm.quick_start` assembles a ``RunResult`` 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -32,6 +33,7 @@ from kgglm.decode.generation import PathGenerationConfig
 from kgglm.decode.recommend import Recommendations, recommend, write_recommendations
 from kgglm.evaluate.evaluator import EvalConfig, Evaluation, evaluate
 from kgglm.model.gpt import KGGLM, ModelConfig
+from kgglm.model.init import no_weight_init
 from kgglm.paths.corpus import PathSampleConfig, stage_corpus
 from kgglm.paths.vocab import Vocabulary
 from kgglm.train import checkpoint as ckpt
@@ -258,7 +260,10 @@ def recommend_for_users(model, vocab: Vocabulary, data: Dataset, config: Config,
 
 
 def recommend_from_checkpoint(path, user_ids: Iterable[str], k: int = 10, *, data_path=None,
-                              cmd_args=None) -> list[dict]:
-    """:func:`recommend_for_users` from a checkpoint directory."""
-    model, vocab, data, config = load_for_inference(path, data_path=data_path, cmd_args=cmd_args)
+                              cmd_args=None, skip_weight_init: bool = False) -> list[dict]:
+    """:func:`recommend_for_users` from a checkpoint directory. ``skip_weight_init``: build the model
+    without its random initialisation (:func:`kgglm.model.init.no_weight_init`; the checkpoint
+    overwrites every weight), for a one-shot command, not a server."""
+    with no_weight_init() if skip_weight_init else contextlib.nullcontext():
+        model, vocab, data, config = load_for_inference(path, data_path=data_path, cmd_args=cmd_args)
     return recommend_for_users(model, vocab, data, config, user_ids, k)
