@@ -30,12 +30,14 @@ from kgglm.config import Config
 from kgglm.data import Dataset, load_dataset_from_config
 from kgglm.decode.explain import explained
 from kgglm.decode.generation import PathGenerationConfig
-from kgglm.decode.recommend import Recommendations, recommend, write_recommendations
-from kgglm.evaluate.evaluator import EvalConfig, Evaluation, evaluate
+from kgglm.decode.recommend import recommend, write_recommendations
+from kgglm.evaluate.evaluator import EvalConfig, Evaluation
+from kgglm.evaluate.ranked import Recommendations
 from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.model.init import no_weight_init
 from kgglm.paths.corpus import PathSampleConfig, stage_corpus
 from kgglm.paths.vocab import Vocabulary
+from kgglm.tasks.ranking import evaluate_model
 from kgglm.train import checkpoint as ckpt
 from kgglm.train.trainer import TrainConfig, train
 
@@ -129,15 +131,15 @@ def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathL
     settings = EvalConfig.from_config(config)
 
     def evaluate_fn(m: KGGLM) -> tuple[float, dict]:
-        ev = evaluate(m, data, "valid", settings, vocab=vocab, generation=generation)
+        ev = evaluate_model(m, data, "valid", settings, vocab=vocab, generation=generation)
         return ev.score, ev.metrics
 
     tr = train(model, tokens, TrainConfig.from_config(config, "finetune"), checkpoint_dir=run_dir / "checkpoint",
                vocab=vocab, extra_meta=_meta(config, data), evaluate_fn=evaluate_fn)
     best = tr.best_checkpoint or tr.last_checkpoint
     ckpt.load_weights(model, best)
-    test = evaluate(model, data, "test", settings, vocab=vocab, generation=generation,
-                    show_progress=config["show_progress"])
+    test = evaluate_model(model, data, "test", settings, vocab=vocab, generation=generation,
+                          show_progress=config["show_progress"])
     result = FinetuneResult(checkpoint=str(best), best_valid_score=tr.best_score, best_valid_result=tr.best_metrics,
                             test_result=test.metrics, history=tr.history,
                             train_stats=_train_stats(tr, tokens.shape[0]), recommendations=test.recommendations)
@@ -174,12 +176,13 @@ def baseline_stage(config: Config, data: Dataset, name: str | None = None) -> Ba
     settings = EvalConfig.from_config(config)
 
     def evaluate_fn(m) -> tuple[float, dict]:
-        ev = evaluate(m, data, "valid", settings)
+        ev = evaluate_model(m, data, "valid", settings)
         return ev.score, ev.metrics
 
     stats = model.fit(data, baseline_config(config, name), evaluate_fn=evaluate_fn)
-    return BaselineResult(name=name, valid_result=evaluate(model, data, "valid", settings).metrics,
-                          test_result=evaluate(model, data, "test", settings).metrics, train_stats=dict(stats or {}))
+    return BaselineResult(name=name, valid_result=evaluate_model(model, data, "valid", settings).metrics,
+                          test_result=evaluate_model(model, data, "test", settings).metrics,
+                          train_stats=dict(stats or {}))
 
 
 def baseline_config(config: Config, name: str) -> Mapping:
@@ -240,8 +243,8 @@ def load_for_inference(path, *, data_path=None, cmd_args: Iterable[str] | Mappin
 def evaluate_checkpoint(path, split: str = "test", *, data_path=None, cmd_args=None) -> dict:
     """Metrics of a fine-tuned checkpoint on ``split`` (as in the run that trained it)."""
     model, vocab, data, config = load_for_inference(path, data_path=data_path, cmd_args=cmd_args)
-    return evaluate(model, data, split, EvalConfig.from_config(config), vocab=vocab,
-                    generation=PathGenerationConfig.from_config(config)).metrics
+    return evaluate_model(model, data, split, EvalConfig.from_config(config), vocab=vocab,
+                          generation=PathGenerationConfig.from_config(config)).metrics
 
 
 def recommend_for_users(model, vocab: Vocabulary, data: Dataset, config: Config, user_ids: Iterable[str],
