@@ -86,9 +86,12 @@ def load_dataset_for(config: Config) -> Dataset:
     return load_dataset_from_config(config)
 
 
-def _meta(config: Config, data: Dataset) -> dict:
+def _meta(config: Config, data: Dataset, **resolved) -> dict:
+    """Checkpoint metadata: the run config (with the ``resolved`` values this stage actually used,
+    e.g. its ``pre_model_path``) and the dataset folder."""
     path = data.stats.get("path")
-    return {CONFIG_META_KEY: config.to_dict(), "dataset_path": str(Path(path).resolve()) if path else None}
+    return {CONFIG_META_KEY: {**config.to_dict(), **resolved},
+            "dataset_path": str(Path(path).resolve()) if path else None}
 
 
 def _train_stats(tr, n_paths: int) -> dict:
@@ -135,7 +138,8 @@ def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathL
         return ev.score, ev.metrics
 
     tr = train(model, tokens, TrainConfig.from_config(config, "finetune"), checkpoint_dir=run_dir / "checkpoint",
-               vocab=vocab, extra_meta=_meta(config, data), evaluate_fn=evaluate_fn)
+               vocab=vocab, extra_meta=_meta(config, data, train_stage="finetune", pre_model_path=pre_model_path),
+               evaluate_fn=evaluate_fn)
     best = tr.best_checkpoint or tr.last_checkpoint
     ckpt.load_weights(model, best)
     test = evaluate_model(model, data, "test", settings, vocab=vocab, generation=generation,
