@@ -226,18 +226,12 @@ def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor
 
 
 # --------------------------------------------------------------------------------------- evaluation
-def make_evaluate_fn(dataset, config: Mapping[str, Any] | None = None, split: str = "valid") -> EvaluateFn:
+def make_evaluate_fn(dataset, settings, split: str = "valid") -> EvaluateFn:
     """An ``evaluate_fn`` for :meth:`Recommender.fit`: :func:`rank_scorer` judged by the one evaluator
-    (:func:`kgglm.evaluate.evaluate`): (``valid_metric`` value, all metrics) on ``split``. ``config``
-    may hold only a few keys (``valid_metric``, ``topk``, ``metrics``, ``eval_batch_size``)."""
+    (:func:`kgglm.evaluate.evaluate`) with ``settings`` (a :class:`~kgglm.evaluate.EvalConfig`):
+    (``valid_metric`` value, all metrics) on ``split``."""
     from kgglm import distributed
-    from kgglm.evaluate.evaluator import EvalConfig, evaluate
-
-    config = config or {}
-    valid_metric = str(config.get("valid_metric") or "NDCG@10")
-    settings = EvalConfig(topk=tuple(sorted({int(k) for k in config.get("topk") or [int(valid_metric.split("@")[1])]})),
-                          metrics=tuple(config.get("metrics") or ("Recall", "MRR", "NDCG", "Hit", "Precision")),
-                          valid_metric=valid_metric, eval_batch_size=int(config.get("eval_batch_size") or 1024))
+    from kgglm.evaluate.evaluator import evaluate
 
     def evaluate_fn(model: Recommender) -> tuple[float, dict]:
         recs, seconds = distributed.rank_in_shards(

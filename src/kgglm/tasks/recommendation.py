@@ -149,7 +149,7 @@ def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathL
                             train_stats=_train_stats(tr, tokens.shape[0]), recommendations=test.recommendations)
     if not distributed.is_main():  # [distributed] rank 0 alone exports (and explains)
         return result
-    export = export_recommendations(model, data, vocab, config, test)
+    export = export_recommendations(model, data, vocab, config, test, settings)
     if config["export_recommendations"]:
         path = write_recommendations(export, data, vocab, run_dir / RECOMMENDATIONS_FILE, config["relation_phrases"])
         result.files["recommendations"] = str(path)
@@ -158,8 +158,8 @@ def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathL
     return result
 
 
-def export_recommendations(model, data: Dataset, vocab: Vocabulary, config: Config,
-                           test: Evaluation) -> Recommendations:
+def export_recommendations(model, data: Dataset, vocab: Vocabulary, config: Config, test: Evaluation,
+                           settings: EvalConfig) -> Recommendations:
     """The test lists to export: the evaluated ones, or a separate decode when the export asks for
     more items per user (``export_topk``/``paths_per_user``); the metrics never depend on it."""
     generation = PathGenerationConfig.from_config(config)
@@ -167,7 +167,7 @@ def export_recommendations(model, data: Dataset, vocab: Vocabulary, config: Conf
     if want <= test.recommendations.topk:
         return test.recommendations
     return recommend(model, data, test.recommendations.users, vocab=vocab, generation=generation, n_return=want,
-                     split="test", batch_size=config["eval_batch_size"])
+                     split="test", batch_size=settings.eval_batch_size)
 
 
 def baseline_stage(config: Config, data: Dataset, name: str | None = None) -> BaselineResult:
@@ -262,7 +262,8 @@ def recommend_for_users(model, vocab: Vocabulary, data: Dataset, config: Config,
         raise ConfigError(f"{exc.args[0]} in dataset {data.name} (ids are the {config['USER_ID_FIELD']} values "
                           f"of its .inter file, e.g. {str(data.user_tokens[0])!r})") from None
     recs = recommend(model, data, users, vocab=vocab, generation=PathGenerationConfig.from_config(config),
-                     n_return=int(k), split="test", batch_size=config["eval_batch_size"])
+                     n_return=int(k), split="test",
+                     batch_size=EvalConfig.from_config(config).eval_batch_size)
     return explained(recs, data, vocab, phrases=config["relation_phrases"])
 
 
