@@ -28,6 +28,7 @@ import torch
 from kgglm import distributed
 from kgglm.config import Config
 from kgglm.data import Dataset, load_dataset_from_config
+from kgglm.data.locate import find_dataset
 from kgglm.decode.explain import explained
 from kgglm.decode.generation import PathGenerationConfig
 from kgglm.decode.recommend import recommend, write_recommendations
@@ -36,7 +37,7 @@ from kgglm.evaluate.ranked import Recommendations
 from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.model.init import no_weight_init
 from kgglm.paths.corpus import PathSampleConfig, stage_corpus
-from kgglm.paths.vocab import Vocabulary
+from kgglm.paths.vocab import VOCAB_FILE, Vocabulary
 from kgglm.tasks.ranking import evaluate_model
 from kgglm.train import checkpoint as ckpt
 from kgglm.train.trainer import TrainConfig, train
@@ -230,12 +231,19 @@ def load_for_inference(path, *, data_path=None, cmd_args: Iterable[str] | Mappin
     stored.pop("preset", None)
     dataset_path = info["meta"].get("dataset_path")
     if data_path:
-        stored["data_path"] = str(data_path)
+        stored["data_path"] = str(data_path)  # asked for: a known dataset missing there is downloaded
     elif dataset_path and Path(dataset_path).is_dir():
         stored["data_path"] = str(Path(dataset_path).parent)  # the folder that holds DATASET/
+    elif find_dataset(dataset, stored.get("data_path")) is None:  # never download without being asked
+        raise ckpt.CheckpointError(
+            f"{where}: its dataset folder {dataset_path or dataset!r} is missing; pass --data-path DIR, the folder "
+            f"that holds {dataset}/ (a known dataset missing there is downloaded into DIR)")
     config = Config(model_name, dataset, config_dict=stored, cmd_args=cmd_args)
     data = load_dataset_for(config)
     model, vocab, _ = ckpt.load_checkpoint(where, device=config.device)
+    if vocab.dataset and vocab.dataset != data.name:
+        raise ckpt.CheckpointError(f"{where / VOCAB_FILE}: the vocabulary belongs to dataset {vocab.dataset!r}, "
+                                   f"but the checkpoint is used with {data.name!r}")
     try:
         vocab.check_dataset(data)
     except ValueError as exc:
