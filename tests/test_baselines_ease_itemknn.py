@@ -9,12 +9,13 @@ import pytest
 from test_baselines import hand_dataset
 
 from atomic_helpers import TINY, write_atomic_dataset
+from cases import eval_settings
 from kgglm.baselines import EASE, ItemKNN, get_baseline
 from kgglm.baselines.base import make_evaluate_fn
 from kgglm.cli import main
 from kgglm.config import Config
-from kgglm.evaluate.evaluator import EvalConfig, evaluate
 from kgglm.quick_start import run_kgglm
+from kgglm.tasks.ranking import evaluate_model
 
 N_USERS, N_ITEMS = 14, 9
 
@@ -76,7 +77,7 @@ def test_ease_chooses_lambda_on_valid(tiny):
     hand = [hand_ndcg(x @ dense_ease(x, lam), ds, 3) for lam in grid]
     assert len(set(np.round(hand, 6))) > 1, "the tiny data must make the grid choice matter"
     model = EASE()
-    stats = model.fit(ds, {"reg_weight_grid": grid}, evaluate_fn=make_evaluate_fn(ds, {"valid_metric": "NDCG@3"}))
+    stats = model.fit(ds, {"reg_weight_grid": grid}, evaluate_fn=make_evaluate_fn(ds, eval_settings(topk=(3,))))
     np.testing.assert_allclose([h["score"] for h in stats["history"]], hand, atol=1e-6)
     assert stats["reg_weight"] == grid[int(np.argmax(hand))] and stats["best_score"] == pytest.approx(max(hand))
     np.testing.assert_allclose(model.weights, dense_ease(x, stats["reg_weight"]), rtol=1e-4, atol=1e-6)
@@ -134,9 +135,9 @@ def test_seen_items_are_never_recommended(tiny, name):
     ds, _ = tiny
     model = get_baseline(name)()
     model.fit(ds, {"valid_metric": "NDCG@5"})
-    settings = EvalConfig(topk=(5,), metrics=("NDCG",), valid_metric="NDCG@5", eval_batch_size=4)
+    settings = eval_settings(topk=(5,), eval_batch_size=4)
     for split, seen in (("valid", ("train",)), ("test", ("train", "valid"))):
-        recs = evaluate(model, ds, split, settings).recommendations
+        recs = evaluate_model(model, ds, split, settings).recommendations
         for row, u in enumerate(recs.users):
             masked = set().union(*(ds.splits[s].items[ds.splits[s].users == u].tolist() for s in seen))
             assert not masked & set(recs.items[row].tolist())

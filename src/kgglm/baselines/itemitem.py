@@ -61,6 +61,16 @@ class ItemItemRecommender(Recommender):
             raise ValueError(f"{self.name}: set {self.grid_key} (a list) or {self.value_name} in the config")
         return list(values)
 
+    def valid_settings(self):
+        """Evaluation settings for choosing on valid without an ``evaluate_fn``: the config's
+        ``valid_metric`` (default NDCG@10) alone, in batches of ``eval_batch_size`` (default 1024)."""
+        from kgglm.evaluate.evaluator import EvalConfig
+
+        metric = str(self.option("valid_metric") or "NDCG@10")
+        name, _, k = metric.partition("@")
+        return EvalConfig(topk=(int(k),), metrics=(name,), valid_metric=metric,
+                          eval_batch_size=int(self.option("eval_batch_size") or 1024))
+
     def fit(self, dataset, config: Mapping[str, Any], *, evaluate_fn: EvaluateFn | None = None) -> dict:
         t0 = time.perf_counter()
         self.dataset, self.config = dataset, config
@@ -68,7 +78,7 @@ class ItemItemRecommender(Recommender):
         self.prepare(self.x)
         values = self.grid()
         if len(values) > 1 and evaluate_fn is None:
-            evaluate_fn = make_evaluate_fn(dataset, config)
+            evaluate_fn = make_evaluate_fn(dataset, self.valid_settings())
         best_score, best_metrics, best_weights, history = -np.inf, {}, None, []
         for value in values:
             self.weights = self.weights_for(value).astype(np.float32)
