@@ -48,7 +48,7 @@ def hand_dataset(n_users: int, n_items: int, train: list[tuple[int, int]], tripl
 
 # ------------------------------------------------------------------------------------- registry
 def test_registry_finds_every_baseline_case_insensitively():
-    assert set(BASELINES) == {"Pop", "BPR", "LightGCN", "KGItemKNN"}
+    assert set(BASELINES) == {"Pop", "BPR", "LightGCN", "EASE", "ItemKNN", "KGItemKNN"}
     assert get_baseline("bpr") is BPR and get_baseline("LIGHTGCN") is LightGCN
     assert get_baseline("KGItemKNN") is KGItemKNN and get_baseline("pop") is Pop
     with pytest.raises(KeyError, match="known: Pop, BPR"):

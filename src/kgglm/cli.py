@@ -27,7 +27,7 @@ EPILOG = "Config keys and their defaults: README.md, or `python -m kgglm.config 
 
 def _add_run_options(p: argparse.ArgumentParser, model_default: str = "KGGLM") -> None:
     p.add_argument("--model", "-m", default=model_default,
-                   help=f"KGGLM, or a baseline: Pop, BPR, LightGCN, KGItemKNN (default {model_default})")
+                   help=f"KGGLM, or a baseline: Pop, BPR, LightGCN, EASE, ItemKNN, KGItemKNN (default {model_default})")
     p.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default ml-100k)")
     p.add_argument("--config-files", nargs="+", default=None, metavar="YAML",
                    help="YAML config files, applied in order over the defaults")
