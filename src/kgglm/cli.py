@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="write at most N paths")
     p.add_argument("--out", required=True, help="output TSV file (one path per line)")
 
+    p = add("report", "rebuild a run's report.html (and PNG figures) from its saved files; several runs: "
+                      "side by side in --out", _cmd_report, overrides=False)
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (holding result.json)")
+    p.add_argument("--out", default="kgglm-report", metavar="DIR",
+                   help="where the side-by-side report of several runs goes (default ./kgglm-report)")
+
     from kgglm.serve.commands import add_parser as add_serve_parser  # light: imports no web framework
 
     add_serve_parser(sub).set_defaults(accepts_overrides=False)
@@ -124,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 USER_ERRORS = {"kgglm.config": "ConfigError", "kgglm.data.atomic": "DatasetError",
-               "kgglm.train.checkpoint": "CheckpointError"}
+               "kgglm.train.checkpoint": "CheckpointError", "kgglm.report.html": "ReportError"}
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -238,6 +244,16 @@ def _config_from_args(args: argparse.Namespace):
 
     return Config(args.model, args.dataset, config_file_list=args.config_files, cmd_args=args.extra,
                   preset=args.preset)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from kgglm.report import write_comparison, write_report
+
+    if len(args.run_dirs) == 1:
+        print(write_report(args.run_dirs[0]))
+    else:
+        print(write_comparison(args.run_dirs, args.out))
+    return 0
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
