@@ -15,8 +15,8 @@ import pytest
 from atomic_helpers import TINY, write_atomic_dataset
 from kgglm.cli import main
 from kgglm.quick_start import run_pipeline
-from kgglm.report import REPORT_FILE, write_report
-from kgglm.report.figures import path_patterns
+from kgglm.report.html import REPORT_FILE, write_report
+from kgglm.report.saved import path_patterns
 
 EVIL = '<script>alert("x")</script>'
 

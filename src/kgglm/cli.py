@@ -33,6 +33,27 @@ def _add_run_options(p: argparse.ArgumentParser, model_default: str = "KGGLM") -
     p.add_argument("--data-path", default=None, help="folder holding DATASET/ (same as --data_path=DIR)")
 
 
+def _add_tracker_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracker", action="append", default=[], choices=("tensorboard", "mlflow", "wandb", "csv"),
+                   help="also log the run to this tracker (repeatable; optional extras, see the README)")
+
+
+def _track(args: argparse.Namespace, run_dir) -> None:
+    """Log a finished run to the ``--tracker`` tools (checked before the run by :func:`_check_trackers`)."""
+    if args.tracker and run_dir:
+        from kgglm.report.trackers import log_run
+
+        for name, where in log_run(run_dir, args.tracker).items():
+            print(f"{name}: {where}")
+
+
+def _check_trackers(args: argparse.Namespace) -> None:
+    if args.tracker:  # a missing package is an error before hours of training, not after
+        from kgglm.report.trackers import check_trackers
+
+        check_trackers(args.tracker)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kgglm", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
@@ -51,8 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", "the main job: pretrain, finetune, evaluate on test, print metrics and explained "
                    "recommendations (one run directory)", _cmd_run)
     _add_run_options(p)
+    _add_tracker_option(p)
     p = add("train", "one training stage (train_stage pretrain or finetune), or evaluate Pop", _cmd_train)
     _add_run_options(p)
+    _add_tracker_option(p)
     p = add("evaluate", "evaluate a fine-tuned checkpoint on a split", _cmd_evaluate)
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint (or run) directory")
     p.add_argument("--split", choices=("valid", "test"), default="test")
@@ -130,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 USER_ERRORS = {"kgglm.config": "ConfigError", "kgglm.data.atomic": "DatasetError",
-               "kgglm.train.checkpoint": "CheckpointError", "kgglm.report.html": "ReportError"}
+               "kgglm.train.checkpoint": "CheckpointError", "kgglm.report.saved": "ReportError",
+               "kgglm.report.trackers": "TrackerError"}
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -144,6 +168,7 @@ def user_errors() -> tuple[type[Exception], ...]:
 def _cmd_run(args: argparse.Namespace) -> int:
     from kgglm.quick_start import run_pipeline
 
+    _check_trackers(args)
     res = run_pipeline(model=args.model, dataset=args.dataset, config_file_list=args.config_files,
                        cmd_args=args.extra, preset=args.preset)
     print(format_metrics(res.metrics_table()))
@@ -151,12 +176,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print()
         print(format_examples(res.examples))
     print(f"\nrun directory: {res.run_dir}")
+    _track(args, res.run_dir)
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from kgglm.quick_start import run_kgglm
 
+    _check_trackers(args)
     res = run_kgglm(model=args.model, dataset=args.dataset, config_file_list=args.config_files,
                     cmd_args=args.extra, preset=args.preset)
     table = res.metrics_table()
@@ -165,6 +192,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if res.checkpoint:
         print(f"checkpoint: {res.checkpoint}")
     print(f"run directory: {res.run_dir}")
+    _track(args, res.run_dir)
     return 0
 
 
@@ -247,7 +275,7 @@ def _config_from_args(args: argparse.Namespace):
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from kgglm.report import write_comparison, write_report
+    from kgglm.report.html import write_comparison, write_report
 
     if len(args.run_dirs) == 1:
         print(write_report(args.run_dirs[0]))

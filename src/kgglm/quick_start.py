@@ -253,7 +253,7 @@ def write_run_report(result: RunResult) -> Path | None:
     """``report.html`` and its PNG figures in the run directory (rank 0; none for an unsaved run)."""
     if not result.run_dir or not distributed.is_main():
         return None
-    from kgglm.report import write_report  # matplotlib: loaded only when a report is written
+    from kgglm.report.html import write_report  # matplotlib: loaded only when a report is written
 
     path = write_report(result.run_dir)
     result.files["report"] = str(path)

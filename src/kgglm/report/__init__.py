@@ -1,5 +1,6 @@
-"""Run reports: ``report.html`` and PNG figures from a run directory's saved files."""
+"""Run reports and experiment trackers, from a run directory's saved files.
 
-from kgglm.report.html import REPORT_FILE, write_comparison, write_report
-
-__all__ = ["REPORT_FILE", "write_comparison", "write_report"]
+:mod:`kgglm.report.html` writes ``report.html`` and PNG figures (matplotlib);
+:mod:`kgglm.report.trackers` logs a run to TensorBoard, MLflow, W&B or CSV;
+:mod:`kgglm.report.saved` reads the saved files (no plotting library is imported).
+"""

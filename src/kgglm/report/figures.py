@@ -6,37 +6,16 @@ run holds nothing to draw for it (e.g. a baseline-only run has no loss curve).
 
 from __future__ import annotations
 
-import json
-from collections import Counter
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 from matplotlib.figure import Figure  # noqa: E402
 
-RECOMMENDATIONS_FILE = "recommendations.jsonl"
+from kgglm.report.saved import training_stages  # noqa: E402
+
 # metrics drawn as bars: ranking metrics at a cut-off, and the knowledge-completion ones
 _BAR_KEYS = ("mrr", "hits@1", "hits@3", "hits@10")
-
-
-def training_stages(result: dict) -> list[tuple[str, list, list]]:
-    """``[(stage, [(step, loss)], [evaluation])]`` of a saved result, for both tasks."""
-    stats = result.get("train_stats") or {}
-    pre = stats.get("pretrain") or {}
-    if result.get("train_stage") == "kg_completion":
-        fin = stats.get("finetune") or {}
-        stages = [
-            ("pretrain", pre.get("losses") or [], []),
-            ("finetune", fin.get("losses") or [], fin.get("history") or []),
-        ]
-    else:
-        stages = [
-            ("pretrain", pre.get("losses") or [], []),
-            ("finetune", stats.get("losses") or [], result.get("history") or []),
-        ]
-    return [s for s in stages if s[1] or s[2]]
 
 
 def training_figure(result: dict, label: str | None = None, axes: list | None = None) -> Figure | None:
@@ -128,21 +107,6 @@ def bars_figure(columns: dict[str, dict], title: str) -> Figure | None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
-
-
-def path_patterns(run_dir: str | Path, top: int = 8) -> dict[str, float]:
-    """Share of each relation sequence among the exported explanation paths (``recommendations.jsonl``)."""
-    path = Path(run_dir) / RECOMMENDATIONS_FILE
-    if not path.is_file():
-        return {}
-    counts: Counter[str] = Counter()
-    with path.open() as f:
-        for line in f:
-            if line.strip():
-                toks = json.loads(line).get("path") or []
-                counts[" > ".join(toks[1::2])] += 1
-    total = sum(counts.values())
-    return {k: v / total for k, v in counts.most_common(top)} if total else {}
 
 
 def explanation_figure(result: dict, patterns: dict[str, float]) -> Figure | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import os
 from pathlib import Path
 
@@ -20,30 +19,17 @@ import yaml
 from matplotlib.figure import Figure
 
 from kgglm.report import figures
+from kgglm.report.saved import ReportError, load_result, path_patterns
+
+__all__ = ["REPORT_FILE", "ReportError", "load_result", "write_comparison", "write_report"]
 
 REPORT_FILE = "report.html"
-RESULT_FILE = "result.json"
 _STYLE = (
     "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:13px}"
     "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#eee}"
     "img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}"
     ".runs{display:flex;gap:1em}.runs>div{flex:1;min-width:0}"
 )
-
-
-class ReportError(ValueError):
-    """A run directory that cannot be reported (no or unreadable ``result.json``)."""
-
-
-def load_result(run_dir: str | os.PathLike) -> dict:
-    """The run's ``result.json`` as a dict (a clear error when it is missing or not JSON)."""
-    path = Path(run_dir) / RESULT_FILE
-    if not path.is_file():
-        raise ReportError(f"{path}: no result.json (not a finished kgglm run directory)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
 
 
 def _png(fig: Figure) -> bytes:
@@ -98,7 +84,7 @@ def run_sections(run_dir: Path, result: dict, out_dir: Path, prefix: str = "") -
             "Test metrics beside the baselines",
             figures.bars_figure(figures.comparison_columns(result), "test metrics"),
         ),
-        ("explanations", "Explanations", figures.explanation_figure(result, figures.path_patterns(run_dir))),
+        ("explanations", "Explanations", figures.explanation_figure(result, path_patterns(run_dir))),
         ("paths", "Explained recommendations", figures.paths_figure(result.get("examples") or [])),
     ]
     for name, title, fig in drawn:
