@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "sqlite:///study.db")
     p.add_argument("--study-name", default=None, help="study name (default kgglm-MODEL-DATASET)")
     p.add_argument("--out-dir", default=None, help="where trials.csv/json and best_params.yaml go")
+    _add_tracker_option(p)
 
     p = add("data", "load a dataset as the config says (files, split) and print its statistics", _cmd_data)
     _add_run_options(p)
@@ -258,12 +259,21 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from kgglm.tune import format_trials, parse_params_file, tune
 
     params = parse_params_file(args.params_file)
+    _check_trackers(args)
     result = tune(params, model=args.model, dataset=args.dataset, config_file_list=args.config_files,
                   config_dict=parse_cmd_args(args.extra), n_trials=args.trials, storage=args.storage,
                   study_name=args.study_name, out_dir=args.out_dir, preset=args.preset)
     print(format_trials(result.trials))
     print(f"\nbest {result.best_value}: {result.best_params}")
     print(f"trials: {result.files['trials_csv']}, best parameters: {result.files['best_params']}")
+    if args.tracker:  # one tracked run per completed trial, grouped by the study
+        from kgglm.report.trackers import log_run
+
+        study = args.study_name or f"kgglm-{args.model}-{args.dataset}"
+        for trial in result.trials:
+            if trial.get("run_dir") and trial["state"] == "COMPLETE":
+                log_run(trial["run_dir"], args.tracker, study=study)
+        print(f"trials logged to {', '.join(args.tracker)} (study {study})")
     return 0
 
 
