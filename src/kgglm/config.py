@@ -187,6 +187,8 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
     if isinstance(default, (list, tuple)):
         if isinstance(value, (list, tuple)):
             return list(value)
+        if value is None or (isinstance(value, str) and value.strip(" '\"") == ""):
+            return []  # --baselines= or --baselines='' (an empty list, as --baselines=[])
         if isinstance(value, dict):
             raise bad("a list")
         if isinstance(value, str) and "," in value:  # --baselines=Pop,BPR or "(3,5)" on a command line
