@@ -127,7 +127,7 @@ def explanation_figure(result: dict, patterns: dict[str, float]) -> Figure | Non
         ax.set_xlim(0, 1.15)
         ax.set_title(title)
     kg = float(test.get("kg_share", 0.0))
-    axes[2].bar(["KG entity inside", "users/items only"], [kg, 1 - kg], color=["tab:green", "tab:gray"])
+    axes[2].bar(["KG entity", "users, items"], [kg, 1 - kg], color=["tab:green", "tab:gray"])
     axes[2].set_ylim(0, 1.1)
     axes[2].set_title(f"knowledge share {kg:.2f}")
     axes[2].tick_params(axis="x", labelsize=7)
