@@ -190,7 +190,8 @@ def test_tune_two_trials(env, run_dir, tmp_path, capsys):
     params.write_text("learning_rate loguniform -7,-5\npath_generation_args.num_beams choice [3,5]\n")
     out_dir = tmp_path / "tune"
     assert main(["tune", "--dataset", "toy", "--config-files", str(cfg), "--params-file", str(params),
-                 "--trials", "2", "--storage", f"sqlite:///{tmp_path / 'study.db'}", "--out-dir", str(out_dir)]) == 0
+                 "--trials", "2", "--storage", f"sqlite:///{tmp_path / 'study.db'}", "--out-dir", str(out_dir),
+                 "--tracker", "csv"]) == 0
     out = capsys.readouterr().out
     assert "best" in out and "param:learning_rate" in out
     rows = list(csv.DictReader(open(out_dir / "trials.csv")))
@@ -199,7 +200,9 @@ def test_tune_two_trials(env, run_dir, tmp_path, capsys):
     best = yaml.safe_load((out_dir / "best_params.yaml").read_text())
     assert best["best_value"] == pytest.approx(max(scores))
     assert set(best["best_params"]) == {"learning_rate", "path_generation_args.num_beams"}
-    assert len(list((tmp_path / "runs").glob("KGGLM-toy-finetune-*"))) == 2  # one run directory per trial
+    trial_dirs = list((tmp_path / "runs").glob("KGGLM-toy-finetune-*"))
+    assert len(trial_dirs) == 2  # one run directory per trial
+    assert all((d / "tracker.csv").is_file() for d in trial_dirs)  # --tracker: one tracked run per trial
     bad = tmp_path / "bad.test"
     bad.write_text("learning_rate loguniform -7\n")
     assert main(["tune", "--dataset", "toy", "--params-file", str(bad)]) == 2

@@ -35,6 +35,27 @@ def _add_run_options(p: argparse.ArgumentParser, model_default: str = "KGGLM") -
     p.add_argument("--data-path", default=None, help="folder holding DATASET/ (same as --data_path=DIR)")
 
 
+def _add_tracker_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracker", action="append", default=[], choices=("tensorboard", "mlflow", "wandb", "csv"),
+                   help="also log the run to this tracker (repeatable; optional extras, see the README)")
+
+
+def _track(args: argparse.Namespace, run_dir) -> None:
+    """Log a finished run to the ``--tracker`` tools (checked before the run by :func:`_check_trackers`)."""
+    if args.tracker and run_dir:
+        from kgglm.report.trackers import log_run
+
+        for name, where in log_run(run_dir, args.tracker).items():
+            print(f"{name}: {where}")
+
+
+def _check_trackers(args: argparse.Namespace) -> None:
+    if args.tracker:  # a missing package is an error before hours of training, not after
+        from kgglm.report.trackers import check_trackers
+
+        check_trackers(args.tracker)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kgglm", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
@@ -53,8 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", "the main job: pretrain, finetune, evaluate on test, print metrics and explained "
                    "recommendations (one run directory)", _cmd_run)
     _add_run_options(p)
+    _add_tracker_option(p)
     p = add("train", "one training stage (train_stage pretrain or finetune), or evaluate Pop", _cmd_train)
     _add_run_options(p)
+    _add_tracker_option(p)
     p = add("evaluate", "evaluate a fine-tuned checkpoint on a split", _cmd_evaluate)
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint (or run) directory")
     p.add_argument("--split", choices=("valid", "test"), default="test")
@@ -79,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "sqlite:///study.db")
     p.add_argument("--study-name", default=None, help="study name (default kgglm-MODEL-DATASET)")
     p.add_argument("--out-dir", default=None, help="where trials.csv/json and best_params.yaml go")
+    _add_tracker_option(p)
 
     p = add("data", "load a dataset as the config says (files, split) and print its statistics", _cmd_data)
     _add_run_options(p)
@@ -89,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", required=True, choices=("pretrain", "finetune"))
     p.add_argument("--limit", type=int, default=None, help="write at most N paths")
     p.add_argument("--out", required=True, help="output TSV file (one path per line)")
+
+    p = add("report", "rebuild a run's report.html (and PNG figures) from its saved files; several runs: "
+                      "side by side in --out", _cmd_report, overrides=False)
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (holding result.json)")
+    p.add_argument("--out", default="kgglm-report", metavar="DIR",
+                   help="where the side-by-side report of several runs goes (default ./kgglm-report)")
 
     from kgglm.serve.commands import add_parser as add_serve_parser  # light: imports no web framework
 
@@ -129,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from kgglm.quick_start import run_pipeline
 
+    _check_trackers(args)
     res = run_pipeline(model=args.model, dataset=args.dataset, config_file_list=args.config_files,
                        cmd_args=args.extra, preset=args.preset)
     print(format_metrics(res.metrics_table()))
@@ -136,12 +167,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print()
         print(format_examples(res.examples))
     print(f"\nrun directory: {res.run_dir}")
+    _track(args, res.run_dir)
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from kgglm.quick_start import run_kgglm
 
+    _check_trackers(args)
     res = run_kgglm(model=args.model, dataset=args.dataset, config_file_list=args.config_files,
                     cmd_args=args.extra, preset=args.preset)
     table = res.metrics_table()
@@ -150,6 +183,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if res.checkpoint:
         print(f"checkpoint: {res.checkpoint}")
     print(f"run directory: {res.run_dir}")
+    _track(args, res.run_dir)
     return 0
 
 
@@ -189,12 +223,21 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from kgglm.tune import format_trials, parse_params_file, tune
 
     params = parse_params_file(args.params_file)
+    _check_trackers(args)
     result = tune(params, model=args.model, dataset=args.dataset, config_file_list=args.config_files,
                   config_dict=parse_cmd_args(args.extra), n_trials=args.trials, storage=args.storage,
                   study_name=args.study_name, out_dir=args.out_dir, preset=args.preset)
     print(format_trials(result.trials))
     print(f"\nbest {result.best_value}: {result.best_params}")
     print(f"trials: {result.files['trials_csv']}, best parameters: {result.files['best_params']}")
+    if args.tracker:  # one tracked run per completed trial, grouped by the study
+        from kgglm.report.trackers import log_run
+
+        study = args.study_name or f"kgglm-{args.model}-{args.dataset}"
+        for trial in result.trials:
+            if trial.get("run_dir") and trial["state"] == "COMPLETE":
+                log_run(trial["run_dir"], args.tracker, study=study)
+        print(f"trials logged to {', '.join(args.tracker)} (study {study})")
     return 0
 
 
@@ -203,6 +246,16 @@ def _config_from_args(args: argparse.Namespace):
 
     return Config(args.model, args.dataset, config_file_list=args.config_files, cmd_args=args.extra,
                   preset=args.preset)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from kgglm.report.html import write_comparison, write_report
+
+    if len(args.run_dirs) == 1:
+        print(write_report(args.run_dirs[0]))
+    else:
+        print(write_comparison(args.run_dirs, args.out))
+    return 0
 
 
 def _cmd_data(args: argparse.Namespace) -> int:

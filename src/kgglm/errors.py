@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 
 USER_ERRORS = {"kgglm.config": "ConfigError", "kgglm.data.atomic": "DatasetError",
-               "kgglm.train.checkpoint": "CheckpointError"}
+               "kgglm.train.checkpoint": "CheckpointError", "kgglm.report.saved": "ReportError",
+               "kgglm.report.trackers": "TrackerError"}
 
 
 def user_errors() -> tuple[type[Exception], ...]:

@@ -196,6 +196,7 @@ def run_pipeline(
         _take_finetune(result, finetune_stage(config, data, pre_model_path, run_dir))
         for name in config["baselines"]:
             _take_baseline(result, baseline_stage(config, data, name))
+    write_run_report(result)
     return result
 
 
@@ -211,6 +212,7 @@ def _run_kg_completion(config: Config, saved: bool = True) -> RunResult:
         result.baselines["zero-shot"] = {"valid": out["zero_shot"]["valid"], "test": out["zero_shot"]["test"]}
         result.train_stats = {"pretrain": out["pretrain"], "finetune": out["finetune"], "split": out["split"]}
         result.checkpoint = out["finetune"].get("checkpoint")
+    write_run_report(result)
     return result
 
 
@@ -245,6 +247,19 @@ def _run_log(path: Path, level: str):
     if distributed.is_main():
         return log_to_file(path, level)
     return contextlib.nullcontext(path)
+
+
+def write_run_report(result: RunResult) -> Path | None:
+    """``report.html`` and its PNG figures in the run directory (rank 0; none for an unsaved run)."""
+    if not result.run_dir or not distributed.is_main():
+        return None
+    from kgglm.report.html import write_report  # matplotlib: loaded only when a report is written
+
+    path = write_report(result.run_dir)
+    result.files["report"] = str(path)
+    result.save()
+    logger.info("report: %s", path)
+    return path
 
 
 def _take_finetune(result: RunResult, ft: FinetuneResult) -> None:

@@ -194,7 +194,8 @@ def pretrain(split: KGSplit, config: Mapping, checkpoint_dir: str | Path) -> tup
                 meta={"kg_stage": "pretrain", "kg_split": split.stats})
     stats = {"pretrain_paths": int(tokens.shape[0]), "pretrain_steps": tr.step, "pretrain_loss": tr.last_loss,
              "pretrain_seconds": round(time.perf_counter() - t0, 2),
-             "pretrain_cpu_seconds": round(time.process_time() - c0, 2), "checkpoint": str(tr.last_checkpoint)}
+             "pretrain_cpu_seconds": round(time.process_time() - c0, 2), "checkpoint": str(tr.last_checkpoint),
+             "losses": [[int(s), float(v)] for s, v in tr.losses]}
     return model, vocab, stats
 
 
@@ -224,7 +225,8 @@ def finetune(model: KGGLM, vocab: Vocabulary, split: KGSplit, config: Mapping, c
              "stopped_early": tr.stopped_early, "finetune_seconds": round(time.perf_counter() - t0, 2),
              "finetune_cpu_seconds": round(time.process_time() - c0, 2),
              "best_valid": tr.best_metrics,
-             "history": [{k: h[k] for k in ("epoch", "step", "score")} for h in tr.history],
+             "history": [{k: h[k] for k in ("epoch", "step", "score", "best", "metrics")} for h in tr.history],
+             "losses": [[int(s), float(v)] for s, v in tr.losses],
              "checkpoint": str(tr.best_checkpoint or tr.last_checkpoint)}
     return model, stats
 

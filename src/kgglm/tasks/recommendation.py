@@ -30,7 +30,7 @@ from kgglm import distributed
 from kgglm.config import Config
 from kgglm.data import Dataset, load_dataset_from_config
 from kgglm.data.locate import find_dataset
-from kgglm.decode.explain import explained
+from kgglm.decode.explain import explained, path_strings
 from kgglm.decode.generation import PathGenerationConfig
 from kgglm.decode.recommend import recommend, write_recommendations
 from kgglm.evaluate.evaluator import EvalConfig, Evaluation
@@ -98,7 +98,8 @@ def _meta(config: Config, data: Dataset, **resolved) -> dict:
 
 def _train_stats(tr, n_paths: int) -> dict:
     return {"steps": tr.step, "epochs": tr.epochs_completed, "last_loss": tr.last_loss, "corpus_paths": n_paths,
-            "paths_per_second": round(tr.paths_per_second, 1), "stopped_early": tr.stopped_early}
+            "paths_per_second": round(tr.paths_per_second, 1), "stopped_early": tr.stopped_early,
+            "losses": [[int(s), float(v)] for s, v in tr.losses]}  # the report's loss curve
 
 
 # ---------------------------------------------------------------------------------- stages
@@ -160,6 +161,9 @@ def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathL
         result.files["recommendations"] = str(path)
     result.examples = explained(export, data, vocab, limit=config["show_examples"], k=min(5, settings.max_k),
                                 phrases=config["relation_phrases"])
+    for r, example in enumerate(result.examples):  # readable node names for the report's path drawings
+        for rank, row in enumerate(example["recommendations"]):
+            row["path_names"] = path_strings(data, vocab, export.paths[r, rank])
     return result
 
 
