@@ -105,7 +105,6 @@ def test_history_run_end_to_end_and_reloaded_checkpoint_scores_the_same(tmp_path
     """A history model through the pipeline; the saved checkpoint, reloaded (history re-attached from
     the train split), gives the run's test metrics; the expert changes the ranking scores."""
     from atomic_helpers import TINY, write_atomic_dataset
-
     from kgglm.quick_start import run_pipeline
     from kgglm.tasks.recommendation import evaluate_checkpoint
 
