@@ -7,8 +7,9 @@ baselines are exactly ml-100k's), and whose knowledge is ML1M's DBpedia graph (`
 through ``ml1m.item`` titles and ``ml1m.link``.
 
 **Matching** (:func:`match_titles`): a title is normalised (accents dropped, case folded, punctuation
-removed, a trailing article moved back: "Postino, Il" and "Il Postino" both read "il postino"); each title also gives its main part without parentheses and every parenthesised
-alternative title as further keys. An ml-100k item takes the ML1M movie found at the first tier with
+removed, a trailing article moved back: "Postino, Il" and "Il Postino" both read "il postino"); each
+title also gives its main part without parentheses and every parenthesised alternative title as
+further keys. An ml-100k item takes the ML1M movie found at the first tier with
 any candidate: the full title and the same year, then the full title and a year within one, then any
 key (also the parts around ":" and " - ", for "Star Wars: Episode IV - A New Hope") and a year within
 one. Several candidates at that tier is *ambiguous*, none is *missing*: both are reported, never
