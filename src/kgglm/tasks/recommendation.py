@@ -27,6 +27,7 @@ import torch
 from kgglm import distributed
 from kgglm.config import Config
 from kgglm.data import Dataset, load_dataset_from_config
+from kgglm.data.audit import warn_if_suspect
 from kgglm.decode.explain import explained
 from kgglm.decode.generation import PathGenerationConfig
 from kgglm.decode.recommend import Recommendations, recommend, write_recommendations
@@ -78,8 +79,11 @@ class BaselineResult:
 
 
 def load_dataset_for(config: Config) -> Dataset:
+    """The config's dataset; a warning is logged when its KG fails the co-interaction audit."""
     logger.info("loading dataset %s", config.dataset)
-    return load_dataset_from_config(config)
+    data = load_dataset_from_config(config)
+    warn_if_suspect(data)
+    return data
 
 
 def _meta(config: Config, data: Dataset) -> dict:
