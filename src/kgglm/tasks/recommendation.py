@@ -78,11 +78,13 @@ class BaselineResult:
     train_stats: dict
 
 
-def load_dataset_for(config: Config) -> Dataset:
-    """The config's dataset; a warning is logged when its KG fails the co-interaction audit."""
+def load_dataset_for(config: Config, *, audit: bool = True) -> Dataset:
+    """The config's dataset; with ``audit``, a warning is logged when its KG fails the co-interaction
+    audit (:mod:`kgglm.data.audit`)."""
     logger.info("loading dataset %s", config.dataset)
     data = load_dataset_from_config(config)
-    warn_if_suspect(data)
+    if audit:
+        warn_if_suspect(data)
     return data
 
 
@@ -229,7 +231,7 @@ def load_for_inference(path, *, data_path=None, cmd_args: Iterable[str] | Mappin
     elif dataset_path and Path(dataset_path).is_dir():
         stored["data_path"] = str(Path(dataset_path).parent)  # the folder that holds DATASET/
     config = Config(model_name, dataset, config_dict=stored, cmd_args=cmd_args)
-    data = load_dataset_for(config)
+    data = load_dataset_for(config, audit=False)  # audited when it was trained
     model, vocab, _ = ckpt.load_checkpoint(where, device=config.device)
     try:
         vocab.check_dataset(data)
