@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
 OVERALL_FILE = CONFIG_ROOT / "overall.yaml"
 # KGGLM and the baselines; each has configs/model/<NAME>.yaml
-MODELS = ("KGGLM", "Pop", "BPR", "LightGCN", "KGItemKNN")
+MODELS = ("KGGLM", "Pop", "BPR", "LightGCN", "EASE", "ItemKNN", "KGItemKNN")
 TRAIN_STAGES = ("pretrain", "finetune")
 TASKS = ("recommendation", "kg_completion")
 KG_FINETUNE_LOSSES = ("one_to_n", "paths")
@@ -187,6 +187,8 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
     if isinstance(default, (list, tuple)):
         if isinstance(value, (list, tuple)):
             return list(value)
+        if value is None or (isinstance(value, str) and value.strip(" '\"") == ""):
+            return []  # --baselines= or --baselines='' (an empty list, as --baselines=[])
         if isinstance(value, dict):
             raise bad("a list")
         if isinstance(value, str) and "," in value:  # --baselines=Pop,BPR or "(3,5)" on a command line

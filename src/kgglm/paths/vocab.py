@@ -249,5 +249,20 @@ class Vocabulary:
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "Vocabulary":
-        data = json.loads((Path(directory) / VOCAB_FILE).read_text())
+        """Read ``vocab.json``; a ValueError names the file and the field when it is not a vocabulary
+        (sizes non-negative integers, ``dataset`` a string, no other field)."""
+        file = Path(directory) / VOCAB_FILE
+        data = json.loads(file.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"{file}: expected a JSON object, got {type(data).__name__}")
+        unknown = sorted(set(data) - {"n_users", "n_items", "n_entities", "n_relations", "dataset"})
+        if unknown:
+            raise ValueError(f"{file}: unknown field(s) {unknown}")
+        for key in ("n_users", "n_items", "n_entities", "n_relations"):
+            value = data.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                got = "missing" if key not in data else f"{value!r}"[:100]
+                raise ValueError(f"{file}: field {key!r} is {got}, expected a non-negative integer")
+        if not isinstance(data.get("dataset", ""), str):
+            raise ValueError(f"{file}: field 'dataset' is {data['dataset']!r}"[:200] + ", expected a string")
         return cls(**data)

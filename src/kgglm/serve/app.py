@@ -1,6 +1,7 @@
 """The FastAPI application: JSON endpoints over an :class:`~kgglm.serve.engine.Engine`, and the page.
 
-Endpoints (OpenAPI at ``/docs`` and ``/openapi.json``):
+Endpoints (OpenAPI at ``/openapi.json``; ``/docs``, whose page loads its assets from a CDN, only with
+``docs=True``):
 
 * ``GET /health`` - ready flag, model, dataset, checkpoint, batching stats
 * ``GET /users?query=&limit=`` - user search (for the page)
@@ -10,23 +11,31 @@ Endpoints (OpenAPI at ``/docs`` and ``/openapi.json``):
 * ``GET /items/{item}`` - title and KG facts around the item
 * ``GET /`` and ``/static/{app.js,style.css}`` - the explorer page (files read once at start-up)
 
-Unknown users/items answer 404 with a message naming them; invalid parameters 422. Nothing a
-client sends reaches the file system: the page's three files are fixed routes.
+Unknown users/items answer 404 with a message naming them; invalid parameters 422 (the error's
+location and message, never the input echoed back: NaN or a huge value cannot break the answer).
+Nothing a client sends reaches the file system: the page's three files are fixed routes. The Host
+header must be one of ``allowed_hosts`` (default: loopback names; DNS rebinding), and
+:class:`~kgglm.serve.guard.Guard` adds the body limit, the optional bearer token and the security headers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from importlib import resources
+from pathlib import PurePath
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from kgglm.serve.batching import Batcher
 from kgglm.serve.engine import Engine, NotFound
+from kgglm.serve.guard import MAX_BODY_BYTES, Guard
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +45,8 @@ Mode = Literal["best", "knowledge"]
 UserId = Annotated[str, Path(max_length=200, description="original user id")]
 ItemId = Annotated[str, Path(max_length=200, description="original item id")]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="items per user")]
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+MAX_ERRORS, MAX_ERROR_TEXT = 20, 200  # of a 422 answer
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 
 
@@ -50,8 +61,28 @@ def _static_files() -> dict[str, str]:
     return {name: (root / name).read_text(encoding="utf-8") for name in ("index.html", *STATIC)}
 
 
-def create_app(engine: Engine, *, max_batch: int = 32, max_wait_ms: float = 5.0) -> FastAPI:
-    """The app for a loaded engine; the batcher starts and stops with the app's lifespan."""
+def validation_errors(exc: RequestValidationError) -> list[dict]:
+    """The errors of a 422 answer: location, message and type, bounded in number and length; the
+    input is not echoed (it may be huge, or a NaN that JSON cannot write)."""
+    def short(v: object) -> object:
+        return v if isinstance(v, int) else str(v)[:MAX_ERROR_TEXT]
+
+    return [{"loc": [short(x) for x in list(e.get("loc", ()))[:10]], "msg": str(e.get("msg", ""))[:MAX_ERROR_TEXT],
+             "type": str(e.get("type", ""))[:MAX_ERROR_TEXT]} for e in exc.errors()[:MAX_ERRORS]]
+
+
+def run_name(checkpoint: str) -> str:
+    """The checkpoint's last three path parts (``RUN/checkpoint/best``): which run, not where on disk."""
+    return "/".join(PurePath(checkpoint).parts[-3:])
+
+
+def create_app(engine: Engine, *, max_batch: int = 32, max_wait_ms: float = 5.0, api_key: str | None = None,
+               allowed_hosts: Sequence[str] | None = LOOPBACK_HOSTS, max_body_bytes: int = MAX_BODY_BYTES,
+               docs: bool = False) -> FastAPI:
+    """The app for a loaded engine; the batcher starts and stops with the app's lifespan.
+
+    ``allowed_hosts``: Host header names accepted (``None`` or ``["*"]``: any); ``api_key``: the
+    bearer token every endpoint but ``/health`` needs; ``docs``: serve ``/docs`` (assets from a CDN)."""
     batcher = Batcher(engine.recommend, max_batch=max_batch, max_wait_ms=max_wait_ms)
     files = _static_files()
 
@@ -64,8 +95,15 @@ def create_app(engine: Engine, *, max_batch: int = 32, max_wait_ms: float = 5.0)
             await batcher.stop()
 
     app = FastAPI(title="kgglm serve", version="1", lifespan=lifespan,
+                  docs_url="/docs" if docs else None, redoc_url=None,
                   description="Explained recommendations: knowledge-graph paths user -> item -> ... -> item.")
     app.state.engine, app.state.batcher = engine, batcher
+    app.add_middleware(Guard, api_key=api_key, max_body_bytes=max_body_bytes)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts or ["*"]))  # outermost
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": validation_errors(exc)})
 
     @app.exception_handler(NotFound)
     async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
@@ -77,7 +115,7 @@ def create_app(engine: Engine, *, max_batch: int = 32, max_wait_ms: float = 5.0)
     @app.get("/health", summary="readiness, model and dataset")
     async def health() -> dict:
         info = engine.info
-        return {"ready": True, "model": info.model, "dataset": info.dataset, "checkpoint": info.checkpoint,
+        return {"ready": True, "model": info.model, "dataset": info.dataset, "checkpoint": run_name(info.checkpoint),
                 "n_users": info.n_users, "n_items": info.n_items, "hop_length": info.hop_length,
                 "num_beams": info.num_beams, "load_seconds": info.load_seconds,
                 "explanation_modes": ["best", "knowledge"], "batching": batcher.stats.as_dict(),

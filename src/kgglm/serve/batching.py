@@ -6,8 +6,11 @@ runs one batched decode per group in a worker thread, then answers every waiting
 batch decodes, new requests queue up and form the next batch, so under load batches fill by
 themselves and the wait only matters for a lone request.
 
-Grouping by ``k`` keeps results identical to a one-user decode: the beam search widens its beams
-for users with fewer than ``k`` reachable items, so a user decoded for a larger ``k`` could differ.
+Grouping by ``k`` keeps the ranking identical to a one-user decode: the beam search widens its
+beams for users with fewer than ``k`` reachable items, so a user decoded for a larger ``k`` could
+differ. Within a group, a user's items, their order, paths and explanations are the same whoever
+else is in the batch; the scores agree to float32 rounding only (up to a few 1e-6: the batched
+matrix products sum in another order), which is the guarantee, not bit-identical scores.
 """
 
 from __future__ import annotations

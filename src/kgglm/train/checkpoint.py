@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -221,27 +222,70 @@ def resolve_checkpoint(path: str | os.PathLike, *, require_state: bool = False) 
     return found
 
 
+_FOREIGN_MAGIC = ((b"PK\x03\x04", "a zip archive (a torch.save file?)"), (b"\x80", "a pickle"),
+                  (b"\x89HDF", "an HDF5 file"))
+
+
+def read_safetensors(file: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors ``file``; a :class:`CheckpointError` naming the file and what it
+    expected when the file is missing, empty, truncated or not safetensors at all (never unpickled)."""
+    file = Path(file)
+    shown = f"{file} (a link to {os.path.realpath(file)})" if file.is_symlink() else str(file)
+    expected = "expected a safetensors file: an 8-byte header length, a JSON header, then the tensors"
+    try:
+        return load_file(str(file), device=str(device))
+    except FileNotFoundError:
+        raise CheckpointError(f"{shown}: not found") from None
+    except (OSError, safetensors.SafetensorError, ValueError, RuntimeError) as e:
+        try:
+            with open(file, "rb") as f:
+                head, size = f.read(8), os.fstat(f.fileno()).st_size
+        except OSError:
+            head, size = b"", -1
+        what = next((name for magic, name in _FOREIGN_MAGIC if head.startswith(magic)), None)
+        if size == 0:
+            problem = "empty file"
+        elif what is not None:
+            problem = f"{what}, not safetensors; it is not loaded"
+        else:
+            problem = f"broken or truncated ({size:,} bytes: {e})"
+        raise CheckpointError(f"{shown}: {problem}; {expected}") from None
+
+
 def read_weights(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """The tensors of ``model.safetensors`` in checkpoint ``path``."""
-    return load_file(str(Path(path) / WEIGHTS_FILE), device=str(device))
+    """The tensors of ``model.safetensors`` in checkpoint ``path`` (a :class:`CheckpointError` naming
+    the file when it is broken)."""
+    return read_safetensors(Path(path) / WEIGHTS_FILE, device)
 
 
-def apply_weights(model: KGGLM, state: dict[str, torch.Tensor], where: str | os.PathLike) -> None:
-    """Copy ``state`` into ``model`` (strict), naming ``where`` when a tensor does not fit."""
+def apply_weights(model: KGGLM, state: dict[str, torch.Tensor], where: str | os.PathLike,
+                  may_miss: tuple[str, ...] = ()) -> None:
+    """Copy ``state`` into ``model`` (strict but for ``may_miss``, tensors that keep their
+    initialisation when absent), naming ``where`` when a tensor does not fit."""
     own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    missing = sorted(set(own) - set(state) - set(may_miss))
+    unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         raise CheckpointError(f"{where}: tensors do not match the model (missing {missing}, unexpected {unexpected})")
     for k, v in state.items():
         if v.shape != own[k].shape:
             raise CheckpointError(f"{where}: tensor {k!r} has shape {tuple(v.shape)}, "
                                   f"model expects {tuple(own[k].shape)}")
-    model.load_state_dict({k: v.to(own[k].device, own[k].dtype) for k, v in state.items()})
+    model.load_state_dict({k: v.to(own[k].device, own[k].dtype) for k, v in state.items()}, strict=not may_miss)
 
 
 def load_weights(model: KGGLM, path: str | os.PathLike) -> None:
     """Load ``model.safetensors`` from checkpoint ``path`` into ``model`` (strict)."""
     apply_weights(model, read_weights(path, model.wte.weight.device), Path(path) / WEIGHTS_FILE)
+
+
+def read_vocab(path: str | os.PathLike) -> Vocabulary:
+    """The validated ``vocab.json`` of checkpoint ``path`` (a :class:`CheckpointError` naming the file)."""
+    try:
+        return Vocabulary.load(path)
+    except (OSError, ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
+        file = str(Path(path) / VOCAB_FILE)
+        raise CheckpointError(str(e) if str(e).startswith(file) else f"{file}: cannot read vocabulary ({e})") from None
 
 
 def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu"
@@ -253,10 +297,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     """
     ckpt = resolve_checkpoint(path)
     info = read_info(ckpt)
-    try:
-        vocab = Vocabulary.load(ckpt)
-    except (FileNotFoundError, json.JSONDecodeError, TypeError) as e:
-        raise CheckpointError(f"{ckpt / VOCAB_FILE}: cannot read vocabulary ({e})") from None
+    vocab = read_vocab(ckpt)
     try:
         config = ModelConfig.from_dict(info["model"])
     except (TypeError, ValueError) as e:
@@ -270,8 +311,10 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     return model, vocab, meta
 
 
-def load_training_state(path: str | os.PathLike) -> dict:
-    """The resumable training state of a checkpoint (JSON + safetensors: no unpickling)."""
+def load_training_state(path: str | os.PathLike, fields: Mapping[str, tuple[type, tuple[str, ...]]] | None = None
+                        ) -> dict:
+    """The resumable training state of a checkpoint (JSON + safetensors: no unpickling); with
+    ``fields`` (e.g. :data:`STATE_FIELDS`, the trainer's) a missing or mistyped field is named."""
     p = Path(path)
     file = p / STATE_FILE
     if not file.is_file():
@@ -283,14 +326,36 @@ def load_training_state(path: str | os.PathLike) -> dict:
         encoded = json.loads(file.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{file}, line {e.lineno}: invalid JSON ({e.msg})") from None
-    try:
-        tensors = load_file(str(p / STATE_TENSORS_FILE), device="cpu")
-    except (OSError, safetensors.SafetensorError) as e:
-        raise CheckpointError(f"{p / STATE_TENSORS_FILE}: cannot read ({e})") from None
+    if not isinstance(encoded, dict):
+        raise CheckpointError(f"{file}: expected a JSON object, got {type(encoded).__name__}")
+    check_state_fields(encoded, file, fields or {})
+    tensors = read_safetensors(p / STATE_TENSORS_FILE)
     try:
         return _decode_state(encoded, tensors)
     except KeyError as e:
         raise CheckpointError(f"{file}: refers to tensor {e.args[0]!r}, missing from {STATE_TENSORS_FILE}") from None
+
+
+# The trainer's state (kgglm.train.trainer.Trainer.state_dict): field -> (JSON type, required sub-fields).
+STATE_FIELDS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "corpus": (dict, ("fingerprint", "train_batch_size", "total_steps")),
+    "optimizer": (dict, ("state", "param_groups")),
+    "rng": (dict, ("cpu",)),
+    "progress": (dict, ("step",)),
+}
+
+
+def check_state_fields(encoded: dict, file: str | os.PathLike,
+                       fields: Mapping[str, tuple[type, tuple[str, ...]]] = STATE_FIELDS) -> None:
+    """Raise a :class:`CheckpointError` naming the first missing or mistyped field of a training state."""
+    for key, (kind, subfields) in fields.items():
+        value = encoded.get(key)
+        if not isinstance(value, kind):
+            got = "missing" if key not in encoded else f"a {type(value).__name__}"
+            raise CheckpointError(f"{file}: field {key!r} is {got}, expected an object with {', '.join(subfields)}")
+        missing = [f for f in subfields if f not in value]
+        if missing:
+            raise CheckpointError(f"{file}: field {key!r} lacks {', '.join(repr(f) for f in missing)}")
 
 
 def load_pretrained_for_finetune(path: str | os.PathLike, vocab: Vocabulary, model_config: ModelConfig,
@@ -305,7 +370,7 @@ def load_pretrained_for_finetune(path: str | os.PathLike, vocab: Vocabulary, mod
         raise CheckpointError("train_stage 'finetune' needs pre_model_path (a pretrain checkpoint directory)")
     ckpt = resolve_checkpoint(path)
     info = read_info(ckpt)
-    saved_vocab = Vocabulary.load(ckpt)
+    saved_vocab = read_vocab(ckpt)
     where = f"pre_model_path {ckpt}"
     if saved_vocab.dataset != vocab.dataset:
         raise CheckpointError(f"{where} was pre-trained on dataset {saved_vocab.dataset!r}, "
@@ -324,9 +389,12 @@ def load_pretrained_for_finetune(path: str | os.PathLike, vocab: Vocabulary, mod
     if saved.n_positions < model_config.n_positions:
         raise CheckpointError(f"{where} was trained with n_positions={saved.n_positions}, fine-tuning needs "
                               f"{model_config.n_positions} (longer paths than pre-training)")
-    config = ModelConfig.from_dict({**saved.to_dict(), "dropout": model_config.dropout})
+    # training-only settings and the fine-tuning additions (the history projection starts fresh)
+    finetune_keys = ("dropout", "user_history", "history_dropout", "history_loss_weight", "history_items")
+    config = ModelConfig.from_dict({**saved.to_dict(), **{k: getattr(model_config, k) for k in finetune_keys}})
     model = KGGLM(config, torch.from_numpy(vocab.token_types())).to(device)
-    load_weights(model, ckpt)
+    fresh = tuple(k for k in model.state_dict() if k.startswith(("hproj.", "hhead.", "hout.")))
+    apply_weights(model, read_weights(ckpt, device), ckpt / WEIGHTS_FILE, may_miss=fresh)
     model.train()
     meta = dict(info["meta"], model_config=info["model"], train_config=info.get("training", {}), path=str(ckpt))
     logger.info("fine-tuning from %s (step %s)", ckpt, meta.get("step"))

@@ -244,7 +244,7 @@ class Trainer:
         if where is None:
             logger.warning("resume requested but no resumable checkpoint in %s; starting fresh", self.checkpoint_dir)
             return False
-        state = ckpt.load_training_state(where)
+        state = ckpt.load_training_state(where, ckpt.STATE_FIELDS)
         state["model"] = ckpt.read_weights(where)
         try:
             self.load_state_dict(state)
