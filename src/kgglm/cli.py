@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("data", "load a dataset as the config says (files, split) and print its statistics", _cmd_data)
     _add_run_options(p)
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    p.add_argument("--audit", action="store_true", help="audit the KG: co-interaction lift of item pairs "
+                                                        "sharing an entity, per relation, and a verdict")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output of --audit")
     p = add("paths", "sample the pre-training or fine-tuning corpus of the config and write it as TSV in "
                      "dataset tokens", _cmd_paths)
     _add_run_options(p)
@@ -261,7 +264,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_data(args: argparse.Namespace) -> int:
     from kgglm.tasks.recommendation import load_dataset_for
 
-    stats = load_dataset_for(_config_from_args(args)).stats
+    data = load_dataset_for(_config_from_args(args))
+    if args.audit:
+        from kgglm.data.audit import audit_dataset, format_audit
+
+        report = audit_dataset(data)
+        print(json.dumps(report, indent=2) if args.format == "json" or args.json else format_audit(report))
+        return 0
+    stats = data.stats
     if args.json:
         print(json.dumps(stats, indent=2))
         return 0

@@ -102,6 +102,10 @@ def resolve_dataset(
         return folder
     roots = candidate_roots(data_path)
     searched = ", ".join(str(r / name) for r in roots)
+    if name == "ml-100k-dbpedia":  # built from two other data sets, not downloaded
+        from kgglm.data.dbpedia_link import build_ml100k_dbpedia
+
+        return build_ml100k_dbpedia(data_path, download=download, show_progress=show_progress)
     if name not in KNOWN_DATASETS:
         raise DatasetError(
             f"dataset '{name}': {name}.inter not found in {searched}; expected a folder DATA_PATH/{name}/ "

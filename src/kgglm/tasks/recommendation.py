@@ -29,6 +29,7 @@ import torch
 from kgglm import distributed
 from kgglm.config import Config
 from kgglm.data import Dataset, load_dataset_from_config
+from kgglm.data.audit import warn_if_suspect
 from kgglm.data.locate import find_dataset
 from kgglm.decode.explain import explained, path_strings
 from kgglm.decode.generation import PathGenerationConfig
@@ -83,9 +84,14 @@ class BaselineResult:
     train_stats: dict
 
 
-def load_dataset_for(config: Config) -> Dataset:
+def load_dataset_for(config: Config, *, audit: bool = True) -> Dataset:
+    """The config's dataset; with ``audit``, a warning is logged when its KG fails the co-interaction
+    audit (:mod:`kgglm.data.audit`)."""
     logger.info("loading dataset %s", config.dataset)
-    return load_dataset_from_config(config)
+    data = load_dataset_from_config(config)
+    if audit:
+        warn_if_suspect(data)
+    return data
 
 
 def _meta(config: Config, data: Dataset, **resolved) -> dict:
@@ -259,7 +265,7 @@ def load_for_inference(path, *, data_path=None, cmd_args: Iterable[str] | Mappin
             f"{where}: its dataset folder {dataset_path or dataset!r} is missing; pass --data-path DIR, the folder "
             f"that holds {dataset}/ (a known dataset missing there is downloaded into DIR)")
     config = Config(model_name, dataset, config_dict=stored, cmd_args=cmd_args)
-    data = load_dataset_for(config)
+    data = load_dataset_for(config, audit=False)  # audited when it was trained
     model, vocab, _ = ckpt.load_checkpoint(where, device=config.device)
     if vocab.dataset and vocab.dataset != data.name:
         raise ckpt.CheckpointError(f"{where / VOCAB_FILE}: the vocabulary belongs to dataset {vocab.dataset!r}, "
