@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from kgglm import distributed
+from kgglm import distributed, durable
 from kgglm.config import Config, ConfigError
 from kgglm.logging_utils import log_to_file
 from kgglm.runs import make_run_dir, seed_everything
@@ -79,10 +79,7 @@ class RunResult:
         directory = Path(directory or self.run_dir or ".")
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / RESULT_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default))
-        os.replace(tmp, path)
-        return path
+        return durable.write_json(path, self.to_dict(), indent=2, default=_json_default)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "RunResult":

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kgglm import durable
+
 INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
 KG_HEADER = "head_id:token\trelation_id:token\ttail_id:token"
 LINK_HEADER = "item_id:token\tentity_id:token"
@@ -260,12 +262,10 @@ def make_large_data(scale: float = 1.0, seed: int = 0, spec: LargeSpec | None = 
 
 # ----------------------------------------------------------------------------------------- writing
 def _write(path: Path, header: str, columns: dict[str, np.ndarray]) -> None:
-    """Tab-separated file with an atomic header; written to a temporary name then renamed."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    """Tab-separated file with an atomic header; written durably (:mod:`kgglm.durable`)."""
+    with durable.open_atomic(path, "w", newline="\n") as f:
         f.write(header + "\n")
         pd.DataFrame(columns).to_csv(f, sep="\t", header=False, index=False, lineterminator="\n")
-    tmp.replace(path)
 
 
 def write_large_synthetic(out: str | Path, *, scale: float = 1.0, seed: int = 0, name: str = DEFAULT_NAME,

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from kgglm import durable
 from kgglm.data.dataset import SPLITS, Dataset, Interactions, build_graph
 from kgglm.data.loader import load_dataset
 
@@ -252,7 +253,7 @@ def _write_tables(tables: dict[str, tuple[str, list]], directory: Path, name: st
     directory.mkdir(parents=True, exist_ok=True)
     for ext, (header, rows) in tables.items():
         lines = [header] + ["\t".join(map(str, row)) for row in rows]
-        (directory / f"{name}.{ext}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        durable.write_text(directory / f"{name}.{ext}", "\n".join(lines) + "\n")
     return directory
 
 
