@@ -362,11 +362,9 @@ class Config(Mapping):
     @property
     def device(self) -> str:
         """The torch device to use: ``device`` if set, else cuda when ``use_gpu`` and available."""
-        if self._values["device"]:
-            return str(self._values["device"])
-        import torch
+        from kgglm.distributed import resolve_device  # torch only when asked
 
-        return "cuda" if self._values["use_gpu"] and torch.cuda.is_available() else "cpu"
+        return str(resolve_device(self._values["device"], self._values["use_gpu"]))
 
     def sections(self) -> list[str]:
         return list(dict.fromkeys(d.section for d in self._docs))

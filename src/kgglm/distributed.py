@@ -114,6 +114,14 @@ def quiet_other_ranks() -> None:
         os.environ.setdefault("TQDM_DISABLE", "1")
 
 
+def resolve_device(device: str | torch.device | None = None, use_gpu: bool = True) -> torch.device:
+    """The torch device a setting names: ``device`` itself; None, '' or 'auto': cuda when ``use_gpu``
+    and one is available, else cpu. The one place the ``device``/``use_gpu`` settings are read."""
+    if device is None or str(device) in ("", "auto"):
+        return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def device_for_rank(device: torch.device) -> torch.device:
     """The device this rank works on: ``cuda`` (no index) becomes ``cuda:LOCAL_RANK`` under torchrun."""
     if device.type == "cuda" and device.index is None and is_initialized():

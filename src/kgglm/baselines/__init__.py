@@ -11,7 +11,6 @@ from kgglm.baselines.base import (
     Recommender,
     TorchRecommender,
     make_evaluate_fn,
-    model_defaults,
 )
 from kgglm.baselines.bpr import BPR
 from kgglm.baselines.kgitemknn import KGItemKNN
@@ -31,4 +30,4 @@ def get_baseline(name: str) -> type[Recommender]:
 
 
 __all__ = ["BASELINES", "BPR", "EarlyStopping", "KGItemKNN", "LightGCN", "Pop", "Recommender", "TorchRecommender",
-           "get_baseline", "make_evaluate_fn", "model_defaults"]
+           "get_baseline", "make_evaluate_fn"]
