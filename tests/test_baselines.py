@@ -20,7 +20,7 @@ from kgglm.baselines.kgitemknn import item_features
 from kgglm.baselines.lightgcn import normalized_adjacency
 from kgglm.config import Config
 from kgglm.data.dataset import Dataset, Interactions, build_graph
-from kgglm.data.synthetic import make_synthetic_dataset
+from kgglm.synthetic.small import make_synthetic_dataset
 
 FAST = {"device": "cpu", "seed": 0, "learning_rate": 0.02, "train_batch_size": 64, "epochs": 60}
 

@@ -11,9 +11,9 @@ import torch
 
 from cases import make_model
 from kgglm import durable
-from kgglm.data.synthetic import make_synthetic_dataset
 from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.paths.vocab import Vocabulary
+from kgglm.synthetic.small import make_synthetic_dataset
 from kgglm.train import checkpoint as ckpt
 from kgglm.train.checkpoint import (
     CheckpointError,

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from kgglm.config import Config
-from kgglm.data.synthetic import make_synthetic_dataset
 from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.paths.vocab import BOS, Vocabulary
+from kgglm.synthetic.small import make_synthetic_dataset
 from kgglm.train import checkpoint as ckpt
 from kgglm.train.checkpoint import load_checkpoint, load_pretrained_for_finetune
 from kgglm.train.state import TrainProgress
@@ -174,7 +174,7 @@ import os, signal, sys
 import torch
 sys.path.insert(0, sys.argv[2])
 import test_trainer as t
-from kgglm.data.synthetic import make_synthetic_dataset
+from kgglm.synthetic.small import make_synthetic_dataset
 from kgglm.paths.vocab import Vocabulary
 from kgglm.train import checkpoint as ckpt
 

@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", "the main job: pretrain, finetune, evaluate on test, print metrics and explained "
                    "recommendations (one run directory)", _cmd_run)
     _add_run_options(p)
-    p = add("train", "one training stage (train_stage pretrain or finetune), or evaluate Pop", _cmd_train)
+    p = add("train", "one training stage (train_stage pretrain or finetune), or fit and evaluate a baseline "
+            "(--model Pop, BPR, LightGCN or KGItemKNN)", _cmd_train)
     _add_run_options(p)
     p = add("evaluate", "evaluate a fine-tuned checkpoint on a split", _cmd_evaluate)
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint (or run) directory")

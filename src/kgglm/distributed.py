@@ -192,11 +192,6 @@ def shard_batches(n: int, batch_size: int, rank_: int | None = None, world: int 
     return min(b0 * batch_size, n), min(b1 * batch_size, n)
 
 
-def gather_in_order(part: T) -> list[T]:
-    """Every rank's ``part`` in rank order (an alias that says why: shares were contiguous)."""
-    return all_gather_object(part)
-
-
 def epoch_batches(n: int, batch_size: int, epoch: int, seed: int) -> list[torch.Tensor]:
     """The global batches of ``epoch``: a permutation of ``range(n)`` seeded by ``seed + epoch``,
     cut into ``batch_size`` rows (the last one may be shorter). The same on every rank."""

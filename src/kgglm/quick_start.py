@@ -1,4 +1,4 @@
-"""Quick start: one call runs a stage of KGGLM (or the Pop baseline) end to end, as in RecBole.
+"""Quick start: one call runs a stage of KGGLM (or fits and evaluates a baseline) end to end, as in RecBole.
 
     from kgglm.quick_start import run_kgglm
     run_kgglm(model='KGGLM', dataset='ml-100k', config_dict={'train_stage': 'pretrain', 'pretrain_epochs': 5})
@@ -88,7 +88,7 @@ class RunResult:
         return cls(**json.loads(path.read_text()))
 
     def metrics_table(self) -> dict[str, dict]:
-        """Columns of the metrics table: best validation, test, and the Pop baseline when known."""
+        """Columns of the metrics table: best validation, test, and each baseline's test when run."""
         cols = {}
         if self.best_valid_result:
             cols[f"{self.model} valid"] = self.best_valid_result

@@ -43,10 +43,11 @@ import torch
 from tqdm.auto import tqdm
 
 from kgglm import distributed, durable
+from kgglm.distributed import resolve_device
 from kgglm.model.gpt import IGNORE_INDEX, KGGLM, next_token_labels
 from kgglm.paths.vocab import PAD, Vocabulary
 from kgglm.train import checkpoint as ckpt
-from kgglm.train.state import TrainConfig, TrainProgress, TrainResult, new_run_id, resolve_device
+from kgglm.train.state import TrainConfig, TrainProgress, TrainResult, new_run_id
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ are integers like KGAT's remapped files: users ``0..U-1``, items ``0..I-1``, ite
 to entity ``i``, other entities are ``I..``; relations are ``r00..``. Written as RecBole atomic
 files ``OUT/NAME/NAME.{inter,kg,link}``; load with ``load_dataset(NAME, data_path=OUT)``.
 
-    python -m kgglm.data.large_synthetic --out /tmp/scale [--scale 1.0] [--seed 0] [--name amazon-book-synth]
+    python -m kgglm.synthetic.large --out /tmp/scale [--scale 1.0] [--seed 0] [--name amazon-book-synth]
 """
 
 from __future__ import annotations
@@ -287,8 +287,8 @@ def write_large_synthetic(out: str | Path, *, scale: float = 1.0, seed: int = 0,
 
 
 def main(argv: list[str] | None = None) -> Path:
-    """``python -m kgglm.data.large_synthetic --out DIR [--scale S] [--seed N] [--name NAME]``."""
-    parser = argparse.ArgumentParser(prog="python -m kgglm.data.large_synthetic", description=(
+    """``python -m kgglm.synthetic.large --out DIR [--scale S] [--seed N] [--name NAME]``."""
+    parser = argparse.ArgumentParser(prog="python -m kgglm.synthetic.large", description=(
         "Write an Amazon-book-sized synthetic data set as atomic files in OUT/NAME/; load it with "
         "kgglm.data.load_dataset(NAME, data_path=OUT) or kgglm run --dataset NAME --data-path OUT"))
     parser.add_argument("--out", required=True, help="folder that receives NAME/ (the data path to use)")
