@@ -29,9 +29,10 @@ from kgglm.data import load_dataset
 from kgglm.decode.beam_search import beam_search
 from kgglm.decode.generation import PathGenerationConfig
 from kgglm.decode.recommend import make_constraint
-from kgglm.evaluate import EvalConfig, evaluate
+from kgglm.evaluate import EvalConfig
 from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.paths.vocab import RELATION_OFFSET, Vocabulary
+from kgglm.tasks.ranking import evaluate_model
 
 
 class HopwiseStyleProcessor:
@@ -148,8 +149,8 @@ def main() -> None:
                           valid_metric=f"NDCG@{args.topk}", eval_batch_size=args.batch_size)
     constraint = make_constraint(ds, vocab, split="test", hop_length=3, device=device)
     beam_search(model, constraint, users[:4], gen, n_return=args.topk)  # warm-up
-    res = evaluate(model, ds, "test", settings, vocab=vocab, generation=gen, users=users).metrics
-    pop = evaluate(_pop(ds), ds, "test", settings, users=users).metrics
+    res = evaluate_model(model, ds, "test", settings, vocab=vocab, generation=gen, users=users).metrics
+    pop = evaluate_model(_pop(ds), ds, "test", settings, users=users).metrics
     print(f"kgglm: {res['users_per_second']:.1f} users/s ({res['n_users']} users in {res['seconds']:.1f}s), "
           f"valid paths {res['valid_paths']:.1%}, coverage {res['path_coverage']:.1%}, "
           f"{res['relation_patterns']} relation patterns, users short of {args.topk}: {res['users_short']}")

@@ -1,13 +1,14 @@
-"""Quality table: KGGLM at chosen presets beside Pop, BPR, LightGCN and KGItemKNN, on one split.
+"""Quality table: KGGLM at chosen presets beside Pop, BPR, LightGCN, EASE, ItemKNN and KGItemKNN, on one split.
 
 For each data set every model is trained and evaluated by the library's own entry points
 (``run_pipeline`` for KGGLM, ``run_kgglm`` for a baseline), so they share the split, the seen-item
 masks and the evaluator; the model is chosen on valid, the table shows test. Columns:
-NDCG/Recall/MRR/Hit@10, the share of explanations through a KG entity, ETD, and wall time.
+NDCG/Recall/MRR/Hit@10, the share of explanations through a KG entity, ETD, wall time and CPU
+seconds (this process's, all threads). ``--kgglm none`` runs the baselines only.
 
     python benchmarks/bench_quality.py --dataset ml-100k --data-path ../shared/data \
         --kgglm quick --kgglm "quick+marginal:--path_generation_args.ranking=marginal" \
-        --baselines Pop,BPR,LightGCN,KGItemKNN --out benchmarks/results/quality-ml-100k.md
+        --baselines Pop,BPR,LightGCN,EASE,ItemKNN,KGItemKNN --out benchmarks/results/quality-ml-100k.md
 
 A ``--kgglm`` variant is ``NAME[:--key=value ...]``: NAME is a preset (``quick``, ``cpu``, ``paper``)
 or ``NAME+label``; what follows the colon are config overrides. A ``--decode`` variant
@@ -47,18 +48,20 @@ def run_all(args: argparse.Namespace, data_path: str, workdir: str) -> list[dict
               f"--seed={args.seed}"]
     for variant in args.kgglm:
         label, preset, overrides = parse_variant(variant)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = run_pipeline("KGGLM", args.dataset, cmd_args=common + ["--baselines=[]"] + overrides, preset=preset)
         rows.append({"model": f"KGGLM {label}", "valid": res.best_valid_score, **res.test_result,
-                     "seconds": time.perf_counter() - t0, "epochs": res.train_stats.get("epochs")})
+                     "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+                     "epochs": res.train_stats.get("epochs")})
         print(f"  KGGLM {label}: test ndcg@10 {res.test_result['ndcg@10']:.4f}", flush=True)
         if variant == args.kgglm[0]:
             rows += decode_ablation(args, res.checkpoint, label, data_path)
     for name in [b for b in args.baselines.split(",") if b]:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = run_kgglm(name, args.dataset, cmd_args=common, saved=False)
         rows.append({"model": name, "valid": res.best_valid_score, **res.test_result,
-                     "seconds": time.perf_counter() - t0, "epochs": res.train_stats.get("epochs")})
+                     "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+                     "epochs": res.train_stats.get("epochs"), "chosen": chosen_value(res.train_stats)})
         print(f"  {name}: test ndcg@10 {res.test_result['ndcg@10']:.4f}", flush=True)
     return rows
 
@@ -68,24 +71,33 @@ def decode_ablation(args: argparse.Namespace, checkpoint: str, label: str, data_
     rows = []
     for variant in args.decode or []:
         name, _, rest = variant.partition(":")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         over = shlex.split(rest) + ["--show_progress=false", "--state=WARNING"]
         valid = evaluate_checkpoint(checkpoint, "valid", data_path=data_path, cmd_args=over)
         test = evaluate_checkpoint(checkpoint, "test", data_path=data_path, cmd_args=over)
         rows.append({"model": f"KGGLM {label}, decode {name}", "valid": valid["ndcg@10"], **test,
-                     "seconds": time.perf_counter() - t0, "epochs": "(same)"})
+                     "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+                     "epochs": "(same)"})
         print(f"  decode {name}: valid ndcg@10 {valid['ndcg@10']:.4f} test {test['ndcg@10']:.4f}", flush=True)
     return rows
 
 
+def chosen_value(stats: dict) -> str | None:
+    """The grid value a baseline chose on valid (EASE's ``reg_weight``, ItemKNN's ``k``), as ``key=value``."""
+    key = next((k for k in ("reg_weight", "k") if stats.get(k) is not None), None)
+    return f"{key}={stats[key]:g}" if key else None
+
+
 def table(rows: list[dict]) -> str:
-    head = "| model | valid ndcg@10 | " + " | ".join(f"test {c}" for c in COLUMNS) + " | epochs | seconds |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 4)]
+    head = ("| model | valid ndcg@10 | " + " | ".join(f"test {c}" for c in COLUMNS)
+            + " | epochs | seconds | CPU seconds |")
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 5)]
     for r in rows:
         cells = [f"{r[c]:.4f}" if isinstance(r.get(c), float) else "-" for c in COLUMNS]
         valid = f"{r['valid']:.4f}" if isinstance(r.get("valid"), float) else "-"
-        lines.append(f"| {r['model']} | {valid} | " + " | ".join(cells) + f" | {r.get('epochs') or '-'} | "
-                     f"{r['seconds']:.0f} |")
+        model = f"{r['model']} ({r['chosen']})" if r.get("chosen") else r["model"]
+        lines.append(f"| {model} | {valid} | " + " | ".join(cells) + f" | {r.get('epochs') or '-'} | "
+                     f"{r['seconds']:.0f} | {r['cpu_seconds']:.0f} |")
     return "\n".join(lines)
 
 
@@ -93,14 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="ml-100k", help="ml-100k, ml1m, or synthetic-kg (generated)")
     p.add_argument("--data-path", default="../shared/data")
-    p.add_argument("--kgglm", action="append", default=None, help="a KGGLM variant (repeat); default quick")
+    p.add_argument("--kgglm", action="append", default=None,
+                   help="a KGGLM variant (repeat); default quick; 'none': baselines only")
     p.add_argument("--decode", action="append", default=None,
                    help="decoding variant LABEL:--path_generation_args.KEY=VALUE ... of the first KGGLM (repeat)")
-    p.add_argument("--baselines", default="Pop,BPR,LightGCN,KGItemKNN")
+    p.add_argument("--baselines", default="Pop,BPR,LightGCN,EASE,ItemKNN,KGItemKNN")
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--out", default=None, help="write the table (markdown) here")
     args = p.parse_args(argv)
-    args.kgglm = args.kgglm or ["quick"]
+    args.kgglm = [v for v in args.kgglm or ["quick"] if v.lower() != "none"]
     with tempfile.TemporaryDirectory(prefix="kgglm-quality-") as work:
         data_path = args.data_path
         if args.dataset == "synthetic-kg":

@@ -16,7 +16,7 @@ separate; inside it the peak RSS is reset (``/proc/self/clear_refs``) after load
   ``PathBatch.tokens`` (target < 5 min, peak < 8 GiB); ``direct`` enumerates most users exactly.
 * ``train``: one AdamW step of KGGLM 256 wide, 4 heads, 3 layers, typed output slices, batch 256 (mean of
   3 steps after one warm-up).
-* ``eval``: ``evaluate(model, dataset, 'test', ...)`` on the first N test users of an untrained model, for
+* ``eval``: ``evaluate_model(model, dataset, 'test', ...)`` on the first N test users of an untrained model, for
   every N and eval batch size: users/s and peak RSS (target: the peak depends on the batch, not on N).
 
 Wall times on a shared machine are inflated by other load; the process CPU time is reported too,
@@ -109,12 +109,13 @@ def timed_evaluate(ds, vocab, model, users, batch: int):
     from kgglm.config import Config
     from kgglm.decode.generation import PathGenerationConfig
     from kgglm.decode.recommend import make_constraint
-    from kgglm.evaluate.evaluator import EvalConfig, evaluate
+    from kgglm.evaluate.evaluator import EvalConfig
+    from kgglm.tasks.ranking import evaluate_model
 
     gen = PathGenerationConfig.from_config(Config())
     settings = EvalConfig(topk=(10,), metrics=("NDCG", "Recall"), valid_metric="NDCG@10", eval_batch_size=batch)
     make_constraint(ds, vocab, split="test", hop_length=gen.path_hop_length)
-    ev, *timing = _timed(lambda: evaluate(model, ds, "test", settings, vocab=vocab, generation=gen, users=users))
+    ev, *timing = _timed(lambda: evaluate_model(model, ds, "test", settings, vocab=vocab, generation=gen, users=users))
     return (ev, gen, *timing)
 
 

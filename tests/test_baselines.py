@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from cases import eval_settings
 from kgglm.baselines import BASELINES, BPR, KGItemKNN, LightGCN, Pop, get_baseline
 from kgglm.baselines import kgitemknn as knn_module
 from kgglm.baselines.base import (
@@ -20,6 +21,7 @@ from kgglm.baselines.kgitemknn import item_features
 from kgglm.baselines.lightgcn import normalized_adjacency
 from kgglm.config import Config
 from kgglm.data.dataset import Dataset, Interactions, build_graph
+from kgglm.evaluate import EvalConfig
 from kgglm.synthetic.small import make_synthetic_dataset
 
 FAST = {"device": "cpu", "seed": 0, "learning_rate": 0.02, "train_batch_size": 64, "epochs": 60}
@@ -51,7 +53,7 @@ def hand_dataset(n_users: int, n_items: int, train: list[tuple[int, int]], tripl
 
 # ------------------------------------------------------------------------------------- registry
 def test_registry_finds_every_baseline_case_insensitively():
-    assert set(BASELINES) == {"Pop", "BPR", "LightGCN", "KGItemKNN"}
+    assert set(BASELINES) == {"Pop", "BPR", "LightGCN", "EASE", "ItemKNN", "KGItemKNN"}
     assert get_baseline("bpr") is BPR and get_baseline("LIGHTGCN") is LightGCN
     assert get_baseline("KGItemKNN") is KGItemKNN and get_baseline("pop") is Pop
     with pytest.raises(KeyError, match="known: Pop, BPR"):
@@ -235,7 +237,8 @@ class Oracle:
 
 def test_evaluation_masks_seen_items_and_scores_an_oracle_perfectly():
     ds = make_synthetic_dataset(seed=5)
-    score, result = make_evaluate_fn(ds, {"valid_metric": "NDCG@10", "eval_batch_size": 7}, split="test")(Oracle(ds))
+    score, result = make_evaluate_fn(ds, eval_settings(eval_batch_size=7), split="test")(Oracle(ds))
     assert result["ndcg@10"] == pytest.approx(1.0) and result["recall@10"] == pytest.approx(1.0)
-    score, metrics = make_evaluate_fn(ds, {"valid_metric": "Hit@10", "topk": [10]}, split="test")(Oracle(ds))
+    hit = EvalConfig(topk=(10,), metrics=("Hit", "NDCG"), valid_metric="Hit@10", eval_batch_size=1024)
+    score, metrics = make_evaluate_fn(ds, hit, split="test")(Oracle(ds))
     assert score == 1.0 and metrics["hit@10"] == 1.0

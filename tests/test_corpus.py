@@ -6,10 +6,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from atomic_helpers import write_atomic_dataset
 from kgglm.cli import main
-from kgglm.paths.corpus import PathSampleConfig, build_corpus, path_lines, stage_corpus, write_paths_tsv
-from kgglm.paths.sampling import sample_pretrain_paths, sample_user_paths
+from kgglm.config import Config
+from kgglm.paths.corpus import (
+    PathSampleConfig,
+    build_corpus,
+    path_lines,
+    sample_stage_paths,
+    stage_corpus,
+    write_paths_tsv,
+)
+from kgglm.paths.sampling import PathBatch, sample_pretrain_paths, sample_user_paths
 from kgglm.paths.vocab import BOS, EOS, PAD, Vocabulary
+from kgglm.tasks.recommendation import load_dataset_for
 
 
 def test_build_corpus_matches_sampler(toy_dataset):
@@ -72,6 +82,24 @@ def test_tsv_lines_in_original_tokens(toy_dataset, tmp_path):
     assert write_paths_tsv(out, b, ds, limit=4) == 4
     assert out.read_text().splitlines() == lines[:4]
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_cli_paths_writes_the_training_corpus(tmp_path, stage):
+    """`kgglm paths` writes the very paths training encodes: the same walk cap, the same order."""
+    root = write_atomic_dataset(tmp_path / "data")
+    out = tmp_path / "paths.tsv"
+    opts = ["--dataset", "toy", "--data-path", str(root)]
+    cap = {"path_sample_args": {"pretrain_max_paths": 37}}
+    assert main(["paths", *opts, "--stage", stage, "--path_sample_args.pretrain_max_paths=37", "--out", str(out)]) == 0
+    config = Config("KGGLM", "toy", config_dict={"data_path": str(root), **cap})
+    data = load_dataset_for(config)
+    vocab = Vocabulary.from_graph(data.graph, data.name)
+    tokens = stage_corpus(data, vocab, PathSampleConfig.from_config(config), stage)
+    lines = out.read_text().splitlines()
+    assert lines == path_lines(PathBatch(*vocab.decode_paths(tokens)), data)
+    uncapped = sample_stage_paths(data, stage=stage, **PathSampleConfig.from_config(config).sampler_args(stage))
+    assert len(lines) == (37 if stage == "pretrain" else len(uncapped)) and len(uncapped) > 37
 
 
 def _raw(shared_data, name, ext):

@@ -1,4 +1,5 @@
-"""The one evaluation path: scorers and path decoders, seen-item masks and path quality."""
+"""The one evaluation path: the pure judge of ranked lists, scorers and path decoders wired to it
+(kgglm.tasks.ranking), seen-item masks and path quality."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import torch
 from cases import eval_settings, generation, make_model, reference_metrics
 from kgglm.decode.recommend import recommend
 from kgglm.evaluate.evaluator import evaluate, path_quality, rank_scores
+from kgglm.evaluate.ranked import Recommendations
 from kgglm.paths.vocab import Vocabulary
 from kgglm.synthetic.small import make_synthetic_dataset
+from kgglm.tasks.ranking import evaluate_model
 
 
 class CountScorer:
@@ -47,7 +50,7 @@ def test_seen_items_is_train_before_valid_and_train_valid_before_test():
 @pytest.mark.parametrize("batch", [1, 7, 64])
 def test_scorer_matches_independent_computation(batch):
     ds = make_synthetic_dataset(n_users=50, n_items=40, items_per_user=10, seed=4)
-    got = evaluate(CountScorer(ds), ds, "test", eval_settings(topk=(5, 10), eval_batch_size=batch)).metrics
+    got = evaluate_model(CountScorer(ds), ds, "test", eval_settings(topk=(5, 10), eval_batch_size=batch)).metrics
     counts = np.bincount(ds.splits["train"].items, minlength=ds.n_items)
     te, tr, va = ds.splits["test"], ds.splits["train"], ds.splits["valid"]
     ranked, relevant = [], []
@@ -61,6 +64,26 @@ def test_scorer_matches_independent_computation(batch):
     assert got["score"] == got["ndcg@10"] and got["n_users"] == len(relevant)
 
 
+def test_evaluate_judges_the_lists_it_is_handed():
+    """The evaluator ranks nothing: hand-made lists get the metrics computed from them alone."""
+    ds = make_synthetic_dataset(n_users=20, n_items=30, items_per_user=8, seed=2)
+    users = ds.eval_users("test")
+    rng = np.random.default_rng(0)
+    items = np.stack([rng.permutation(ds.n_items)[:10] for _ in users])
+    recs = Recommendations(users=users, items=items, scores=np.zeros(items.shape, np.float32),
+                           paths=np.zeros((len(users), 0, 0), np.int64), split="test")
+    got = evaluate(recs, ds, eval_settings(topk=(5, 10)), seconds=2.0).metrics
+    te = ds.splits["test"]
+    relevant = [set(te.items[te.users == u].tolist()) for u in users]
+    for k in (5, 10):
+        for name, value in reference_metrics(items.tolist(), relevant, k).items():
+            assert got[name] == pytest.approx(value), name
+    assert got["seconds"] == 2.0 and got["users_per_second"] == round(len(users) / 2.0, 1)
+    with pytest.raises(ValueError, match="vocabulary"):  # lists with paths are judged with their vocabulary
+        evaluate(Recommendations(users, items, recs.scores, np.zeros((len(users), 10, 3), np.int64), "test"),
+                 ds, eval_settings(topk=(5, 10)))
+
+
 @pytest.fixture(scope="module")
 def model_and_data():
     ds = make_synthetic_dataset(n_users=30, n_items=60, items_per_user=16, seed=5)
@@ -71,8 +94,8 @@ def model_and_data():
 def test_decoder_evaluation_reports_everything(model_and_data):
     ds, vocab, model = model_and_data
     model.train()
-    ev = evaluate(model, ds, "test", eval_settings(topk=(5, 10)), vocab=vocab,
-                  generation=generation(num_beams=6, max_num_beams=24))
+    ev = evaluate_model(model, ds, "test", eval_settings(topk=(5, 10)), vocab=vocab,
+                        generation=generation(num_beams=6, max_num_beams=24))
     r = ev.metrics
     for k in (5, 10):
         for m in ("recall", "mrr", "ndcg", "hit", "precision"):
@@ -91,8 +114,9 @@ def test_metrics_do_not_depend_on_export_size(model_and_data):
     """Defect: test decoding used to ask for max(topk, export_topk, paths_per_user) items, which can
     widen the search for some users and change their top-10. Metrics now always decode max(topk)."""
     ds, vocab, model = model_and_data
-    a = evaluate(model, ds, "test", eval_settings(), vocab=vocab, generation=generation(num_beams=4))
-    b = evaluate(model, ds, "test", eval_settings(), vocab=vocab, generation=generation(num_beams=4, paths_per_user=40))
+    a = evaluate_model(model, ds, "test", eval_settings(), vocab=vocab, generation=generation(num_beams=4))
+    b = evaluate_model(model, ds, "test", eval_settings(), vocab=vocab,
+                       generation=generation(num_beams=4, paths_per_user=40))
     assert a.metrics["ndcg@10"] == b.metrics["ndcg@10"]
     assert np.array_equal(a.recommendations.items, b.recommendations.items)
 

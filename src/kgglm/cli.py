@@ -17,6 +17,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from kgglm.errors import user_errors
+
 logger = logging.getLogger(__name__)
 
 DISTRIBUTED_COMMANDS = ("run", "train", "evaluate")  # the ones `torchrun -m kgglm` spreads over processes
@@ -25,7 +27,7 @@ EPILOG = "Config keys and their defaults: README.md, or `python -m kgglm.config 
 
 def _add_run_options(p: argparse.ArgumentParser, model_default: str = "KGGLM") -> None:
     p.add_argument("--model", "-m", default=model_default,
-                   help=f"KGGLM, or a baseline: Pop, BPR, LightGCN, KGItemKNN (default {model_default})")
+                   help=f"KGGLM, or a baseline: Pop, BPR, LightGCN, EASE, ItemKNN, KGItemKNN (default {model_default})")
     p.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default ml-100k)")
     p.add_argument("--config-files", nargs="+", default=None, metavar="YAML",
                    help="YAML config files, applied in order over the defaults")
@@ -124,17 +126,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-USER_ERRORS = {"kgglm.config": "ConfigError", "kgglm.data.atomic": "DatasetError",
-               "kgglm.train.checkpoint": "CheckpointError"}
-
-
-def user_errors() -> tuple[type[Exception], ...]:
-    """The error types that mean bad input (a message and exit status 2, no traceback), among the
-    modules loaded so far: an error type whose module was never imported cannot have been raised,
-    and importing it only to catch it would cost a command that does not need it (pandas, torch)."""
-    return tuple(getattr(sys.modules[m], name) for m, name in USER_ERRORS.items() if m in sys.modules)
-
-
 # ---------------------------------------------------------------------------------- commands
 def _cmd_run(args: argparse.Namespace) -> int:
     from kgglm.quick_start import run_pipeline
@@ -185,39 +176,13 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     from kgglm.quick_start import recommend_from_checkpoint
 
     torch.set_num_threads(max(1, args.threads))
-    with no_weight_init():
-        recs = recommend_from_checkpoint(args.checkpoint, args.user, k=args.k, data_path=args.data_path,
-                                         cmd_args=args.extra)
+    recs = recommend_from_checkpoint(args.checkpoint, args.user, k=args.k, data_path=args.data_path,
+                                     cmd_args=args.extra, skip_weight_init=True)
     if args.format == "json":
         print(json.dumps(recs, indent=2))
     else:
         print(format_examples(recs))
     return 0
-
-
-@contextlib.contextmanager
-def no_weight_init():
-    """Skip ``torch.nn.init``'s random initialisation of modules built in the block (as Hugging Face's
-    ``no_init_weights``): for a model whose every weight a checkpoint then overwrites (a strict
-    load). Process-wide while it lasts: for a command's single thread, not for a server."""
-    import torch
-
-    init = torch.nn.init
-    names = [n for n in ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_",
-                         "dirac_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_",
-                         "orthogonal_", "sparse_") if hasattr(init, n)]
-    saved = {n: getattr(init, n) for n in names}
-
-    def skip(tensor, *args, **kwargs):
-        return tensor
-
-    try:
-        for n in names:
-            setattr(init, n, skip)
-        yield
-    finally:
-        for n, f in saved.items():
-            setattr(init, n, f)
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
@@ -259,13 +224,13 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _cmd_paths(args: argparse.Namespace) -> int:
     import time
 
-    from kgglm.paths.corpus import PathSampleConfig, sample_stage_paths, write_paths_tsv
+    from kgglm.paths.corpus import PathSampleConfig, stage_paths, write_paths_tsv
     from kgglm.tasks.recommendation import load_dataset_for
 
     config = _config_from_args(args)
     data = load_dataset_for(config)
     t0 = time.perf_counter()
-    batch = sample_stage_paths(data, stage=args.stage, **PathSampleConfig.from_config(config).sampler_args(args.stage))
+    batch = stage_paths(data, PathSampleConfig.from_config(config), args.stage)  # the corpus training uses
     seconds = time.perf_counter() - t0
     n = write_paths_tsv(args.out, batch, data, limit=args.limit)
     print(f"{len(batch):,} {args.stage} paths sampled in {seconds:.2f}s; wrote {n:,} to {args.out}")

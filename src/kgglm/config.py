@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
 OVERALL_FILE = CONFIG_ROOT / "overall.yaml"
 # KGGLM and the baselines; each has configs/model/<NAME>.yaml
-MODELS = ("KGGLM", "Pop", "BPR", "LightGCN", "KGItemKNN")
+MODELS = ("KGGLM", "Pop", "BPR", "LightGCN", "EASE", "ItemKNN", "KGItemKNN")
 TRAIN_STAGES = ("pretrain", "finetune")
 TASKS = ("recommendation", "kg_completion")
 KG_FINETUNE_LOSSES = ("one_to_n", "paths")

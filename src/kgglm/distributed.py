@@ -232,3 +232,20 @@ def gather_recommendations(recs):
 
     return dataclasses.replace(recs, **{f.name: cat(f.name) for f in dataclasses.fields(recs)
                                         if f.name != "split"})
+
+
+def rank_in_shards(rank_fn, users, batch_size: int):
+    """``rank_fn(users)`` (ranked lists, :class:`~kgglm.evaluate.ranked.Recommendations`) with the
+    work spread over the ranks and the wall time it took: ``(lists of every user, seconds)``.
+
+    Each rank ranks a contiguous share of whole batches (so each user is in the same batch as in one
+    process) and the lists are gathered in rank order: the same lists as one process would produce.
+    """
+    import time
+
+    start, stop = shard_batches(len(users), batch_size)
+    t0 = time.perf_counter()
+    recs = gather_recommendations(rank_fn(users[start:stop]))
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return recs, time.perf_counter() - t0

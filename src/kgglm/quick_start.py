@@ -180,17 +180,17 @@ def run_pipeline(
         return _run_kg_completion(config)
     with _managed_run(config, "run", "pretrain+finetune") as (result, run_dir):
         data = load_dataset_for(config)
-        if str(config["pre_model_path"]).strip():  # an existing pretrained model: fine-tune it
-            logger.info("pre_model_path is set: skipping pre-training, fine-tuning %s", config["pre_model_path"])
+        pre_model_path = config["pre_model_path"]  # the config is never rewritten: the stages get what they use
+        if str(pre_model_path).strip():  # an existing pretrained model: fine-tune it
+            logger.info("pre_model_path is set: skipping pre-training, fine-tuning %s", pre_model_path)
         elif int(config["pretrain_epochs"]) == 0:  # no pre-training at all (the ablation)
-            config["pre_model_path"] = None
+            pre_model_path = None
         else:
             pre = pretrain_stage(config, data, run_dir / "pretrain")
             result.files["pretrain_checkpoint"] = pre.checkpoint
             result.train_stats["pretrain"] = pre.train_stats
-            config["pre_model_path"] = pre.checkpoint
-        config["train_stage"] = "finetune"
-        _take_finetune(result, finetune_stage(config, data, config["pre_model_path"], run_dir))
+            pre_model_path = pre.checkpoint
+        _take_finetune(result, finetune_stage(config, data, pre_model_path, run_dir))
         for name in config["baselines"]:
             _take_baseline(result, baseline_stage(config, data, name))
     return result

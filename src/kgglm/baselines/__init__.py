@@ -13,15 +13,18 @@ from kgglm.baselines.base import (
     make_evaluate_fn,
 )
 from kgglm.baselines.bpr import BPR
+from kgglm.baselines.ease import EASE
+from kgglm.baselines.itemknn import ItemKNN
 from kgglm.baselines.kgitemknn import KGItemKNN
 from kgglm.baselines.lightgcn import LightGCN
 from kgglm.baselines.pop import Pop
 
-BASELINES: dict[str, type[Recommender]] = {cls.name: cls for cls in (Pop, BPR, LightGCN, KGItemKNN)}
+BASELINES: dict[str, type[Recommender]] = {cls.name: cls for cls in (Pop, BPR, LightGCN, EASE, ItemKNN,
+                                                                      KGItemKNN)}
 
 
 def get_baseline(name: str) -> type[Recommender]:
-    """The baseline class called ``name`` (case-insensitive): Pop, BPR, LightGCN or KGItemKNN."""
+    """The baseline class called ``name`` (case-insensitive): Pop, BPR, LightGCN, EASE, ItemKNN or KGItemKNN."""
     by_lower = {key.lower(): cls for key, cls in BASELINES.items()}
     try:
         return by_lower[str(name).lower()]
@@ -29,5 +32,5 @@ def get_baseline(name: str) -> type[Recommender]:
         raise KeyError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}") from None
 
 
-__all__ = ["BASELINES", "BPR", "EarlyStopping", "KGItemKNN", "LightGCN", "Pop", "Recommender", "TorchRecommender",
-           "get_baseline", "make_evaluate_fn"]
+__all__ = ["BASELINES", "BPR", "EASE", "EarlyStopping", "ItemKNN", "KGItemKNN", "LightGCN", "Pop", "Recommender",
+           "TorchRecommender", "get_baseline", "make_evaluate_fn"]

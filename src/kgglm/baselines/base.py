@@ -205,20 +205,41 @@ def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor
 
 
 # --------------------------------------------------------------------------------------- evaluation
-def make_evaluate_fn(dataset, config: Mapping[str, Any] | None = None, split: str = "valid") -> EvaluateFn:
-    """An ``evaluate_fn`` for :meth:`Recommender.fit` through the one evaluation path
-    (:func:`kgglm.evaluate.evaluate`): (``valid_metric`` value, all metrics) on ``split``. ``config``
-    may hold only a few keys (``valid_metric``, ``topk``, ``metrics``, ``eval_batch_size``)."""
-    from kgglm.evaluate.evaluator import EvalConfig, evaluate
-
-    config = config or {}
-    valid_metric = str(config.get("valid_metric") or "NDCG@10")
-    settings = EvalConfig(topk=tuple(sorted({int(k) for k in config.get("topk") or [int(valid_metric.split("@")[1])]})),
-                          metrics=tuple(config.get("metrics") or ("Recall", "MRR", "NDCG", "Hit", "Precision")),
-                          valid_metric=valid_metric, eval_batch_size=int(config.get("eval_batch_size") or 1024))
+def make_evaluate_fn(dataset, settings, split: str = "valid") -> EvaluateFn:
+    """An ``evaluate_fn`` for :meth:`Recommender.fit`: :func:`rank_scorer` judged by the one evaluator
+    (:func:`kgglm.evaluate.evaluate`) with ``settings`` (a :class:`~kgglm.evaluate.EvalConfig`):
+    (``valid_metric`` value, all metrics) on ``split``."""
+    from kgglm import distributed
+    from kgglm.evaluate.evaluator import evaluate
 
     def evaluate_fn(model: Recommender) -> tuple[float, dict]:
-        ev = evaluate(model, dataset, split, settings)
+        recs, seconds = distributed.rank_in_shards(
+            lambda users: rank_scorer(model, dataset, users, split, settings.max_k, settings.eval_batch_size),
+            dataset.eval_users(split), settings.eval_batch_size)
+        ev = evaluate(recs, dataset, settings, seconds=seconds, label=getattr(model, "name", type(model).__name__))
         return ev.score, ev.metrics
 
     return evaluate_fn
+
+
+def rank_scorer(model, dataset, users: np.ndarray, split: str, k: int, batch_size: int):
+    """The scorers' ranker: top-``k`` unseen items of ``users`` by ``model.score_items``, in user
+    batches (memory is ``batch_size x n_items``, whatever the number of users), as
+    :class:`~kgglm.evaluate.ranked.Recommendations` without paths."""
+    from kgglm.data.dataset import csr_rows
+    from kgglm.evaluate.evaluator import rank_scores
+    from kgglm.evaluate.ranked import Recommendations
+
+    seen = dataset.seen_items(split)
+    items, scores = [], []
+    for start in range(0, len(users), batch_size):
+        batch = users[start:start + batch_size]
+        s = np.asarray(model.score_items(batch), dtype=np.float64)
+        top = rank_scores(s, csr_rows(seen, batch), k)
+        items.append(top)
+        scores.append(np.where(top >= 0, np.take_along_axis(s, np.maximum(top, 0), axis=1), -np.inf))
+    k = min(k, dataset.n_items)
+    return Recommendations(users=users.copy(),
+                           items=np.concatenate(items) if items else np.zeros((0, k), np.int64),
+                           scores=(np.concatenate(scores) if scores else np.zeros((0, k))).astype(np.float32),
+                           paths=np.zeros((len(users), 0, 0), np.int64), split=split)

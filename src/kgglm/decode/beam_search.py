@@ -193,6 +193,9 @@ def _search(model, constraint: GraphConstraint, users: torch.Tensor, gen: PathGe
     else:
         logits, cache = model(prompt, use_cache=True)
         state = logits[:, -1]
+    # the user-history expert (a model trained with a history loss): log p(item | user, history)
+    expert = getattr(model, "history_log_probs", None) if gen.history_weight > 0 else None
+    hist_lp = expert(prompt[:, 1]) if expert is not None else None
     seqs = prompt  # [B * k, T]
     k = 1  # beams per user so far
     beam_scores = torch.zeros(b, device=device)  # [B * k] sum of log-probs
@@ -267,6 +270,8 @@ def _search(model, constraint: GraphConstraint, users: torch.Tensor, gen: PathGe
         mass = torch.zeros(b * n_items, device=device).index_add_(0, key, (path_lp - top[key]).exp())
         best = torch.where(torch.isfinite(top), top + mass.clamp_min(1e-30).log(), top)
     best = best.view(b, n_items)
+    if hist_lp is not None:  # product of experts over the decoded items (unreached stay -inf)
+        best = best + gen.history_weight * hist_lp
     n_found = torch.isfinite(best).sum(1)
     if targets is not None:  # the best decoded path of given items (-1: none), not the top items
         top_items = targets.clamp(min=0)

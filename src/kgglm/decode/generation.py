@@ -37,6 +37,7 @@ class PathGenerationConfig:
     explanation_candidates: int
     knowledge_only: bool
     avoid_relations: tuple[str, ...]
+    history_weight: float = 0.0  # weight of the model's history expert in item scores (0: off)
     max_num_beams: int | None = None  # not a config key: cap on widening, default max(64 * num_beams, 1024)
 
     def __post_init__(self) -> None:
@@ -68,6 +69,8 @@ class PathGenerationConfig:
             raise bad("explanation_alpha", "in [0, 1]")
         if self.explanation_candidates < 1:
             raise bad("explanation_candidates", "a positive integer")
+        if not self.history_weight >= 0:
+            raise bad("history_weight", ">= 0")
         if self.max_num_beams is not None and self.max_num_beams < self.num_beams:
             raise bad("max_num_beams", f">= num_beams ({self.num_beams})")
 

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,34 +24,10 @@ from kgglm.decode.constraints import GraphConstraint
 from kgglm.decode.explain import explain, path_strings
 from kgglm.decode.generation import PathGenerationConfig
 from kgglm.decode.postprocess import select_explanations
+from kgglm.evaluate.ranked import Recommendations
 from kgglm.paths.vocab import PAD, RELATION_OFFSET, Vocabulary
 
 logger = logging.getLogger(__name__)
-
-@dataclass
-class Recommendations:
-    """Per evaluated user: ranked distinct items, their best-path scores and paths (token ids).
-
-    Missing entries (fewer reachable items than asked) have item ``-1``, score ``-inf`` and a
-    path of ``[PAD]`` tokens.
-    """
-
-    users: np.ndarray  # [n] user indices
-    items: np.ndarray  # [n, K] item indices
-    scores: np.ndarray  # [n, K] float32
-    paths: np.ndarray  # [n, K, 2H+1] token ids: U r1 n1 ... rH item
-    split: str = "test"
-    item_scores: np.ndarray | None = None  # [n, n_items], -inf for unreached items
-    path_scores: np.ndarray | None = None  # [n, K] log-probability of each shown path (None: = scores)
-
-    @property
-    def topk(self) -> int:
-        return int(self.items.shape[1])
-
-    @property
-    def hop_length(self) -> int:
-        return (int(self.paths.shape[2]) - 1) // 2
-
 
 def model_device(model) -> torch.device:
     try:

@@ -1,35 +1,27 @@
-"""The one evaluation path: full-ranking metrics of any model on a split, plus path quality.
+"""The one judge: full-ranking metrics of ranked lists on a split, plus path quality.
 
 Protocol (RecBole full ranking): every user with at least one item in the evaluated split is
 ranked over all items minus the items they interacted with before it (train; train and valid on
-test), as :meth:`Dataset.seen_items` says. Two kinds of models go through :func:`evaluate`:
-
-* **path decoders** (KGGLM): constrained beam search; an item's score is the score of the
-  decoded paths that reach it (``-inf`` when none does), and every item carries its path;
-* **scorers** (Pop, BPR, LightGCN, KGItemKNN: anything with ``score_items(users) -> [U, n_items]``):
-  scores are ranked after masking seen items, in user batches.
-
-Both end in :func:`evaluate_topk`, so their numbers are directly comparable.
+test), as :meth:`Dataset.seen_items` says. :func:`evaluate` never ranks nor decodes: it judges the
+:class:`~kgglm.evaluate.ranked.Recommendations` a ranker hands it (the path decoder for KGGLM, the
+scorer ranker for baselines; :func:`kgglm.tasks.ranking.evaluate_model` wires the two), so the
+numbers of every model are directly comparable. Lists with paths also get the path metrics.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
-from kgglm import distributed
 from kgglm.data.dataset import csr_rows
-from kgglm.decode.generation import PathGenerationConfig
-from kgglm.decode.recommend import Recommendations, recommend
 from kgglm.evaluate.beyond_accuracy import coverage, ndcg_paper, novelty, serendipity
 from kgglm.evaluate.explanation import ExplanationTables, explanation_arrays, explanation_metrics
 from kgglm.evaluate.metrics import hit_matrix, metric_value, normalize_metric_names, topk_metrics
+from kgglm.evaluate.ranked import Recommendations
 from kgglm.paths.vocab import PAD, RELATION_OFFSET, Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -75,52 +67,28 @@ class Evaluation:
         return float(self.metrics["score"])
 
 
-def is_scorer(model) -> bool:
-    """A model that scores all items (the baseline interface) rather than decoding paths."""
-    return callable(getattr(model, "score_items", None))
+def evaluate(recs: Recommendations, dataset, settings: EvalConfig, *, vocab: Vocabulary | None = None,
+             seconds: float = 0.0, label: str = "model") -> Evaluation:
+    """All metrics of the ranked lists ``recs`` (every user of ``recs.users``) against ``recs.split``.
 
-
-def evaluate(model, dataset, split: str, settings: EvalConfig, *, vocab: Vocabulary | None = None,
-             generation: PathGenerationConfig | None = None, users: np.ndarray | None = None,
-             show_progress: bool = False) -> Evaluation:
-    """Rank items for every user with interactions in ``split`` and compute all metrics.
-
-    ``vocab`` and ``generation`` are needed for path decoders only. Returns the metrics (``recall@10``
-    ..., path quality for decoders, ``n_users``, ``seconds``, ``users_per_second`` and ``score``, the
-    ``valid_metric`` value) and the ranked lists (``max(topk)`` items per user, with paths for
-    decoders). Valid and test are ranked with the same settings; an export that wants more items
-    per user decodes separately (see :func:`kgglm.decode.recommend.recommend`).
+    Returns the metrics (``recall@10`` ..., path quality when the lists carry paths, which needs
+    ``vocab``; ``n_users``, ``seconds`` and ``users_per_second`` of the ``seconds`` the ranking took,
+    and ``score``, the ``valid_metric`` value) and the lists themselves. ``label`` names the model
+    in the log.
     """
-    users = dataset.eval_users(split) if users is None else np.asarray(users, dtype=np.int64)
-    t0 = time.perf_counter()
-    # [distributed] under torchrun each rank ranks a contiguous share of whole eval batches (so each
-    # user is decoded in the same batch as in one process) and the lists are gathered in rank order:
-    # the metrics below are computed once, on every user, exactly as in a single process
-    start, stop = distributed.shard_batches(len(users), settings.eval_batch_size)
-    mine = users[start:stop]
-    if is_scorer(model):
-        recs = rank_scorer(model, dataset, mine, split, settings.max_k, settings.eval_batch_size)
-    else:
-        if vocab is None or generation is None:
-            raise ValueError("evaluate: a path decoder needs vocab and generation settings")
-        recs = recommend(model, dataset, mine, vocab=vocab, generation=generation, n_return=settings.max_k,
-                         split=split, batch_size=settings.eval_batch_size,
-                         show_progress=show_progress and distributed.is_main())
-    recs = distributed.gather_recommendations(recs)  # [distributed] end
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
+    users, split = recs.users, recs.split
     metrics: dict = evaluate_topk(recs.items[:, :settings.max_k], users, dataset, split, settings.topk,
                                   settings.metrics)
     metrics.update(beyond_accuracy(recs, dataset, settings))
     if recs.paths.size:
+        if vocab is None:
+            raise ValueError("evaluate: ranked lists with paths need the vocabulary that encoded them")
         metrics.update(path_quality(recs, dataset, vocab))
         metrics.update(explanation_quality(recs, dataset, vocab, settings.max_k))
     metrics.update(n_users=int(len(users)), seconds=round(seconds, 3),
                    users_per_second=round(len(users) / seconds, 1) if seconds > 0 else float("inf"))
     metrics["score"] = metric_value(metrics, settings.valid_metric)
-    logger.info("%s %s: %s", getattr(model, "name", type(model).__name__), split,
-             {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    logger.info("%s %s: %s", label, split, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
     return Evaluation(metrics, recs)
 
 
@@ -162,24 +130,6 @@ def train_item_counts(dataset) -> np.ndarray:
         dataset._cache["train_item_counts"] = np.bincount(dataset.splits["train"].items,
                                                           minlength=dataset.n_items).astype(np.float64)
     return dataset._cache["train_item_counts"]
-
-
-def rank_scorer(model, dataset, users: np.ndarray, split: str, k: int, batch_size: int) -> Recommendations:
-    """Top-``k`` unseen items of ``users`` by ``model.score_items``, in user batches (memory is
-    ``batch_size x n_items``, whatever the number of users)."""
-    seen = dataset.seen_items(split)
-    items, scores = [], []
-    for start in range(0, len(users), batch_size):
-        batch = users[start:start + batch_size]
-        s = np.asarray(model.score_items(batch), dtype=np.float64)
-        top = rank_scores(s, csr_rows(seen, batch), k)
-        items.append(top)
-        scores.append(np.where(top >= 0, np.take_along_axis(s, np.maximum(top, 0), axis=1), -np.inf))
-    k = min(k, dataset.n_items)
-    return Recommendations(users=users.copy(),
-                           items=np.concatenate(items) if items else np.zeros((0, k), np.int64),
-                           scores=(np.concatenate(scores) if scores else np.zeros((0, k))).astype(np.float32),
-                           paths=np.zeros((len(users), 0, 0), np.int64), split=split)
 
 
 def rank_scores(scores: np.ndarray, excluded: tuple[np.ndarray, np.ndarray], k: int) -> np.ndarray:

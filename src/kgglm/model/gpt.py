@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100  # labels with this value do not contribute to the loss (padding)
+EOS_ID = 2  # the [EOS] token of kgglm.paths.vocab (the model does not import the path layer)
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,18 @@ class ModelConfig:
     n_token_types: int = 3
     layer_norm_epsilon: float = 1e-5
     initializer_range: float = 0.02
+    # User-history conditioning (off by default; see KGGLM.set_user_history): the user token's input
+    # embedding gets a projection of the mean embedding of the user's training items.
+    user_history: bool = False
+    history_dropout: float = 0.0  # share of history items hidden from each training row
+    history_loss_weight: float = 0.0  # weight of the history expert's hidden-items loss
+    history_items: int = 0  # items of the history expert's own output layer (0: tied item embeddings)
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.history_dropout < 1.0:
+            raise ValueError(f"history_dropout must be in [0, 1), got {self.history_dropout}")
+        if self.history_loss_weight < 0:
+            raise ValueError(f"history_loss_weight must be >= 0, got {self.history_loss_weight}")
         if self.embedding_size % self.num_heads:
             raise ValueError(f"embedding_size ({self.embedding_size}) must be divisible by "
                              f"num_heads ({self.num_heads})")
@@ -56,7 +67,10 @@ class ModelConfig:
         return cls(vocab_size=int(vocab_size), n_positions=int(n_positions),
                    embedding_size=int(config["embedding_size"]), num_heads=int(config["num_heads"]),
                    num_layers=int(config["num_layers"]), dropout=float(config["dropout"]),
-                   use_kg_token_types=bool(config["use_kg_token_types"]))
+                   use_kg_token_types=bool(config["use_kg_token_types"]),
+                   user_history=bool(config.get("user_history", False)),
+                   history_dropout=float(config.get("history_dropout", 0.0)),
+                   history_loss_weight=float(config.get("history_loss_weight", 0.0)))
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
@@ -199,6 +213,19 @@ class KGGLM(nn.Module):
         self.h = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.ln_f = nn.LayerNorm(c, eps=config.layer_norm_epsilon)
         self.register_buffer("token_types", token_types.clone(), persistent=False)
+        if config.user_history:
+            # history -> user-token offset; the history itself is data, attached by set_user_history
+            self.hproj = nn.Linear(c, c, bias=False)
+            # the history expert: the user's items -> a distribution over all items, from the history
+            # alone (as Mult-DAE; a free user embedding would just memorise the training items)
+            self.hhead = nn.Sequential(nn.Linear(c, c), nn.Tanh(), nn.Linear(c, c))
+            # its own item output layer with a bias (popularity), as Mult-DAE's decoder; the path
+            # model's tied item embeddings serve a different distribution
+            self.hout = nn.Linear(c, config.history_items) if config.history_items else None
+            self.register_buffer("hist_indptr", torch.zeros(1, dtype=torch.long), persistent=False)
+            self.register_buffer("hist_tokens", torch.zeros(0, dtype=torch.long), persistent=False)
+            self.user_range = (0, 0)  # token ids [lo, hi) of users
+            self.item_range = (0, 0)  # token ids [lo, hi) of items
         self.apply(self._init_weights)
         # GPT-2: scale residual projections by 1/sqrt(2 * n_layer) so the residual stream stays O(1)
         for name, p in self.named_parameters():
@@ -231,22 +258,97 @@ class KGGLM(nn.Module):
                        cfg.embedding_size // cfg.num_heads, self.wte.weight.device,
                        dtype or self.wte.weight.dtype)
 
-    def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Final (layer-normed) hidden states ``[B, T, C]``; writes into ``cache`` when given."""
-        b, t = input_ids.shape
-        past = cache.length if cache is not None else 0
-        if past + t > self.config.n_positions:
-            raise ValueError(f"sequence of {past + t} positions exceeds n_positions={self.config.n_positions}")
+    def set_user_history(self, indptr: torch.Tensor, tokens: torch.Tensor, user_range: tuple[int, int],
+                         item_range: tuple[int, int]) -> None:
+        """Attach each user's training items: user ``u`` (token ``user_range[0] + u``) has the item
+        tokens ``tokens[indptr[u]:indptr[u + 1]]``. Give training interactions only: the history is
+        the model's input at test time too."""
+        if not self.config.user_history:
+            raise ValueError("set_user_history needs a model built with user_history=True")
+        indptr = torch.as_tensor(indptr, dtype=torch.long)
+        if indptr.numel() != user_range[1] - user_range[0] + 1:
+            raise ValueError(f"indptr has {indptr.numel()} entries, expected {user_range[1] - user_range[0] + 1}")
+        device = self.wte.weight.device
+        self.hist_indptr = indptr.to(device)
+        self.hist_tokens = torch.as_tensor(tokens, dtype=torch.long).to(device)
+        self.user_range = (int(user_range[0]), int(user_range[1]))
+        self.item_range = (int(item_range[0]), int(item_range[1]))
+
+    def _uses_history(self) -> bool:
+        return self.config.user_history and self.hist_tokens.numel() > 0
+
+    def _history(self, first: torch.Tensor, exclude: torch.Tensor | None):
+        """History offsets ``[R, C]`` for the tokens ``first`` at position 1 (zero unless a user),
+        and ``(row, token, hidden)`` of every history entry (``hidden``: not shown to the model).
+
+        Training rows hide their own target item (else predicting it is copying) and a random
+        ``history_dropout`` share of the rest; the offset is ``hproj(sum of shown embeddings / sqrt(n))``."""
+        lo, hi = self.user_range
+        user = torch.where((first >= lo) & (first < hi), first - lo, 0)
+        is_user = (first >= lo) & (first < hi)
+        start = self.hist_indptr[user]
+        counts = torch.where(is_user, self.hist_indptr[user + 1] - start, 0)
+        row = torch.repeat_interleave(torch.arange(first.shape[0], device=first.device), counts)
+        offsets = torch.cumsum(counts, 0) - counts
+        toks = self.hist_tokens[start[row] + torch.arange(row.shape[0], device=first.device) - offsets[row]]
+        hidden = torch.zeros(toks.shape, dtype=torch.bool, device=toks.device)
+        if exclude is not None:
+            hidden |= toks == exclude[row]
+        if self.training and self.config.history_dropout > 0:
+            hidden |= torch.rand(toks.shape, device=toks.device) < self.config.history_dropout
+        weight = self.wte.weight
+        shown = (~hidden).to(weight.dtype)
+        n = torch.zeros(first.shape[0], device=first.device, dtype=weight.dtype).index_add_(0, row, shown)
+        total = torch.zeros(first.shape[0], self.config.embedding_size, device=first.device,
+                            dtype=weight.dtype).index_add_(0, row, self.wte(toks) * shown[:, None])
+        summary = total / n.clamp_min(1.0).sqrt().unsqueeze(1)
+        return self.hproj(summary), (row, toks, hidden, summary)
+
+    def _embed(self, input_ids: torch.Tensor, past: int, exclude: torch.Tensor | None = None):
+        """Input embeddings ``[B, T, C]`` and the history entries (``None`` without history)."""
+        t = input_ids.shape[1]
         pos = torch.arange(past, past + t, device=input_ids.device)
         x = self.wte(input_ids) + self.wpe(pos)
         if self.wtt is not None:
             x = x + self.wtt(self.token_types[input_ids])
-        x = self.drop(x)
+        hist = None
+        if past == 0 and t >= 2 and self._uses_history():
+            offset, hist = self._history(input_ids[:, 1], exclude)
+            x = torch.cat([x[:, :1], x[:, 1:2] + offset.unsqueeze(1).to(x.dtype), x[:, 2:]], dim=1)
+        return self.drop(x), hist
+
+    def _blocks(self, x: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
         for i, block in enumerate(self.h):
             x = block(x, cache, i)
         if cache is not None:
-            cache.advance(t)
+            cache.advance(x.shape[1])
         return self.ln_f(x)
+
+    def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Final (layer-normed) hidden states ``[B, T, C]``; writes into ``cache`` when given."""
+        past = cache.length if cache is not None else 0
+        if past + input_ids.shape[1] > self.config.n_positions:
+            raise ValueError(f"sequence of {past + input_ids.shape[1]} positions exceeds "
+                             f"n_positions={self.config.n_positions}")
+        return self._blocks(self._embed(input_ids, past)[0], cache)
+
+    def _item_log_probs(self, state: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.item_range
+        return torch.log_softmax(state.float() @ self.wte.weight[lo:hi].float().T, dim=-1)
+
+    def history_log_probs(self, user_tokens: torch.Tensor) -> torch.Tensor | None:
+        """``[B, n_items]`` log-probabilities of every item under the history expert, given each
+        user's whole attached history (the distribution the history loss fits), or ``None`` when the
+        model was not trained for it."""
+        if not self._uses_history() or self.config.history_loss_weight == 0:
+            return None
+        return self._expert_log_probs(self._history(user_tokens, None)[1][3])
+
+    def _expert_log_probs(self, summary: torch.Tensor) -> torch.Tensor:
+        z = self.hhead(summary)
+        if self.hout is not None:
+            return torch.log_softmax(self.hout(z).float(), dim=-1)
+        return self._item_log_probs(z)
 
     def forward(self, input_ids: torch.Tensor, past_key_values: KVCache | None = None,
                 use_cache: bool = False) -> tuple[torch.Tensor, KVCache | None]:
@@ -281,8 +383,29 @@ class KGGLM(nn.Module):
         """
         if labels is None:
             labels = next_token_labels(input_ids)
-        x = self.hidden_states(input_ids)[:, :-1]  # the last position has no target
-        labels = labels[:, :-1]
+        exclude = _path_targets(input_ids) if self._uses_history() else None
+        x, hist = self._embed(input_ids, 0, exclude)
+        h = self._blocks(x, None)
+        loss = self._path_loss(h[:, :-1], labels[:, :-1], output_slices)  # the last position has no target
+        if hist is not None and self.config.history_loss_weight > 0:
+            loss = loss + self.config.history_loss_weight * self._history_loss(hist)
+        return loss
+
+    def _history_loss(self, hist) -> torch.Tensor:
+        """Mean over rows of the mean NLL of each row's hidden history items under the history
+        expert, from the items it was shown (a multinomial denoising autoencoder, as Mult-DAE)."""
+        row, toks, hidden, summary = hist
+        if not bool(hidden.any()):
+            return summary.new_zeros((), dtype=torch.float32)
+        logp = self._expert_log_probs(summary)
+        r, item = row[hidden], toks[hidden] - self.item_range[0]
+        n = torch.zeros(summary.shape[0], device=r.device).index_add_(0, r, torch.ones(r.shape, device=r.device))
+        nll = torch.zeros_like(n).index_add_(0, r, -logp[r, item])
+        has = n > 0
+        return (nll[has] / n[has]).mean()
+
+    def _path_loss(self, x: torch.Tensor, labels: torch.Tensor, output_slices: torch.Tensor | None) -> torch.Tensor:
+        """Next-token cross-entropy of hidden states ``x`` against ``labels`` (see :meth:`loss`)."""
         if output_slices is None:
             return self._cross_entropy(x.flatten(0, 1), labels.flatten(), self.wte.weight)
         groups: dict[tuple[int, int], list[int]] = {}
@@ -352,6 +475,14 @@ class LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         grad_h, grad_w = ctx.saved_tensors
         return grad_h * grad_out, grad_w * grad_out, None
+
+
+def _path_targets(input_ids: torch.Tensor) -> torch.Tensor:
+    """Each row's last node (the token before ``[EOS]``, or the last token without one): the item a
+    user path predicts, hidden from that row's history."""
+    is_eos = input_ids == EOS_ID
+    end = torch.where(is_eos.any(1), is_eos.int().argmax(1), input_ids.shape[1]) - 1
+    return input_ids.gather(1, end.clamp_min(0).unsqueeze(1)).squeeze(1)
 
 
 def next_token_labels(input_ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:

@@ -106,15 +106,22 @@ def build_corpus(dataset, vocab: Vocabulary, *, stage: str, **path_args) -> np.n
     return sample_stage_paths(dataset, stage=stage, **path_args).tokens(vocab)
 
 
-def stage_corpus(dataset, vocab: Vocabulary, sampling: PathSampleConfig, stage: str) -> np.ndarray:
-    """The token corpus of a training stage as the run config asks for it (pre-training walks are
-    capped to a seeded random subset of ``pretrain_max_paths``)."""
-    tokens = build_corpus(dataset, vocab, stage=stage, **sampling.sampler_args(stage))
+def stage_paths(dataset, sampling: PathSampleConfig, stage: str) -> PathBatch:
+    """The paths of a training stage as the run config asks for them: the one corpus that training
+    (:func:`stage_corpus`) and ``kgglm paths`` use. Pre-training walks are capped to a seeded random
+    subset of ``pretrain_max_paths`` (kept in sampling order)."""
+    batch = sample_stage_paths(dataset, stage=stage, **sampling.sampler_args(stage))
     cap = sampling.pretrain_max_paths
-    if stage == "pretrain" and cap is not None and tokens.shape[0] > cap:
-        keep = np.random.default_rng(sampling.seed).choice(tokens.shape[0], cap, replace=False)
-        tokens = tokens[np.sort(keep)]
-    return tokens
+    if stage == "pretrain" and cap is not None and len(batch) > cap:
+        keep = np.random.default_rng(sampling.seed).choice(len(batch), cap, replace=False)
+        batch = batch[np.sort(keep)]
+    return batch
+
+
+def stage_corpus(dataset, vocab: Vocabulary, sampling: PathSampleConfig, stage: str) -> np.ndarray:
+    """The token corpus ``[P, T]`` of a training stage: :func:`stage_paths` encoded with ``vocab``."""
+    vocab.check_dataset(dataset)
+    return stage_paths(dataset, sampling, stage).tokens(vocab)
 
 
 def path_lines(batch: PathBatch, dataset) -> list[str]:

@@ -11,6 +11,8 @@ import logging
 import os
 import sys
 
+from kgglm.errors import user_errors
+
 API_KEY_ENV = "KGGLM_API_KEY"
 
 
@@ -103,8 +105,6 @@ def allowed_hosts(host: str, option: str | None) -> list[str]:
 
 def serve_main(argv: list[str] | None = None) -> int:
     """``kgglm serve`` without the main parser (``python -m kgglm.serve``)."""
-    from kgglm.cli import user_errors
-
     args = _add_arguments(argparse.ArgumentParser(prog="kgglm serve", allow_abbrev=False)).parse_args(argv)
     try:
         return run(args)

@@ -62,6 +62,7 @@ class Engine:
                  cmd_args: Iterable[str] | None = None, threads: int | None = None) -> None:
         from kgglm.decode.generation import PathGenerationConfig
         from kgglm.decode.recommend import make_constraint, model_device
+        from kgglm.evaluate.evaluator import EvalConfig
         from kgglm.tasks.recommendation import load_for_inference, resolve_model_checkpoint
 
         t0 = time.perf_counter()
@@ -72,7 +73,7 @@ class Engine:
         self.model.eval()
         self.generation = PathGenerationConfig.from_config(self.config)
         self.hop_length = int(self.generation.path_hop_length)
-        self.batch_size = int(self.config["eval_batch_size"])
+        self.batch_size = EvalConfig.from_config(self.config).eval_batch_size
         self.constraint = make_constraint(self.data, self.vocab, split="test", hop_length=self.hop_length,
                                           device=model_device(self.model))
         data = self.data

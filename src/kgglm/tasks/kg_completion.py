@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from kgglm.config import Config
 from kgglm.data.dataset import Dataset
 from kgglm.data.kg_split import KGSplit, kg_split_from_config
+from kgglm.evaluate.evaluator import EvalConfig
 from kgglm.evaluate.kg_ranking import evaluate_tail_ranking
 from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.paths.corpus import PathSampleConfig, stage_corpus
@@ -206,7 +207,7 @@ def finetune(model: KGGLM, vocab: Vocabulary, split: KGSplit, config: Mapping, c
     paths = triple_corpus(split.train, vocab)
     objective = TailSetLoss(paths, vocab) if config["kg_finetune_loss"] == "one_to_n" else None
     tokens = objective.prompts if objective is not None else paths
-    bs = int(config["eval_batch_size"])
+    bs = EvalConfig.from_config(config).eval_batch_size
 
     def evaluate_fn(m: KGGLM) -> tuple[float, dict]:
         metrics = evaluate_model(m, vocab, split, "valid", batch_size=bs)
@@ -240,7 +241,7 @@ def run_kg_completion(config: Mapping, data: Dataset, *, run_dir: str | Path, sp
     run_dir = Path(run_dir)
     config = resolved(config, data.name)
     split = split or kg_split_from_config(config, data)
-    bs = int(config["eval_batch_size"])
+    bs = EvalConfig.from_config(config).eval_batch_size
     pre = pre_model_path or str(config["pre_model_path"]).strip()
     if pre:
         vocab = Vocabulary.from_graph(split.dataset.graph, data.name)

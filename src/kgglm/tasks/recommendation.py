@@ -15,6 +15,8 @@ helpers are the model); only :mod:`kgglm.quick_start` assembles a ``RunResult`` 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -30,11 +32,14 @@ from kgglm.data import Dataset, load_dataset_from_config
 from kgglm.data.locate import find_dataset
 from kgglm.decode.explain import explained
 from kgglm.decode.generation import PathGenerationConfig
-from kgglm.decode.recommend import Recommendations, recommend, write_recommendations
-from kgglm.evaluate.evaluator import EvalConfig, Evaluation, evaluate
+from kgglm.decode.recommend import recommend, write_recommendations
+from kgglm.evaluate.evaluator import EvalConfig, Evaluation
+from kgglm.evaluate.ranked import Recommendations
 from kgglm.model.gpt import KGGLM, ModelConfig
+from kgglm.model.init import no_weight_init
 from kgglm.paths.corpus import PathSampleConfig, stage_corpus
 from kgglm.paths.vocab import VOCAB_FILE, Vocabulary
+from kgglm.tasks.ranking import evaluate_model
 from kgglm.train import checkpoint as ckpt
 from kgglm.train.trainer import TrainConfig, train
 
@@ -83,9 +88,12 @@ def load_dataset_for(config: Config) -> Dataset:
     return load_dataset_from_config(config)
 
 
-def _meta(config: Config, data: Dataset) -> dict:
+def _meta(config: Config, data: Dataset, **resolved) -> dict:
+    """Checkpoint metadata: the run config (with the ``resolved`` values this stage actually used,
+    e.g. its ``pre_model_path``) and the dataset folder."""
     path = data.stats.get("path")
-    return {CONFIG_META_KEY: config.to_dict(), "dataset_path": str(Path(path).resolve()) if path else None}
+    return {CONFIG_META_KEY: {**config.to_dict(), **resolved},
+            "dataset_path": str(Path(path).resolve()) if path else None}
 
 
 def _train_stats(tr, n_paths: int) -> dict:
@@ -119,30 +127,34 @@ def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathL
     tokens = stage_corpus(data, vocab, PathSampleConfig.from_config(config), "finetune")
     logger.info("finetune corpus: %d user paths", tokens.shape[0])
     model_config = ModelConfig.from_config(config, vocab_size=vocab.size, n_positions=tokens.shape[1])
+    if model_config.user_history and model_config.history_loss_weight > 0:
+        model_config = dataclasses.replace(model_config, history_items=vocab.n_items)
     if pre_model_path is None:
         model = KGGLM(model_config, torch.from_numpy(vocab.token_types())).to(config.device)
         logger.info("no pre-training: fine-tuning a fresh model (%.2fM parameters)", model.num_parameters() / 1e6)
     else:
         model, _ = ckpt.load_pretrained_for_finetune(pre_model_path, vocab, model_config, device=config.device)
+    attach_history(model, data, vocab)
     generation = PathGenerationConfig.from_config(config)
     settings = EvalConfig.from_config(config)
 
     def evaluate_fn(m: KGGLM) -> tuple[float, dict]:
-        ev = evaluate(m, data, "valid", settings, vocab=vocab, generation=generation)
+        ev = evaluate_model(m, data, "valid", settings, vocab=vocab, generation=generation)
         return ev.score, ev.metrics
 
     tr = train(model, tokens, TrainConfig.from_config(config, "finetune"), checkpoint_dir=run_dir / "checkpoint",
-               vocab=vocab, extra_meta=_meta(config, data), evaluate_fn=evaluate_fn)
+               vocab=vocab, extra_meta=_meta(config, data, train_stage="finetune", pre_model_path=pre_model_path),
+               evaluate_fn=evaluate_fn)
     best = tr.best_checkpoint or tr.last_checkpoint
     ckpt.load_weights(model, best)
-    test = evaluate(model, data, "test", settings, vocab=vocab, generation=generation,
-                    show_progress=config["show_progress"])
+    test = evaluate_model(model, data, "test", settings, vocab=vocab, generation=generation,
+                          show_progress=config["show_progress"])
     result = FinetuneResult(checkpoint=str(best), best_valid_score=tr.best_score, best_valid_result=tr.best_metrics,
                             test_result=test.metrics, history=tr.history,
                             train_stats=_train_stats(tr, tokens.shape[0]), recommendations=test.recommendations)
     if not distributed.is_main():  # [distributed] rank 0 alone exports (and explains)
         return result
-    export = export_recommendations(model, data, vocab, config, test)
+    export = export_recommendations(model, data, vocab, config, test, settings)
     if config["export_recommendations"]:
         path = write_recommendations(export, data, vocab, run_dir / RECOMMENDATIONS_FILE, config["relation_phrases"])
         result.files["recommendations"] = str(path)
@@ -151,8 +163,20 @@ def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathL
     return result
 
 
-def export_recommendations(model, data: Dataset, vocab: Vocabulary, config: Config,
-                           test: Evaluation) -> Recommendations:
+def attach_history(model: KGGLM, data: Dataset, vocab: Vocabulary) -> None:
+    """Give a history-conditioned model its users' *training* items (never valid/test: the history is
+    the model's input when it ranks valid and test items too); a no-op for other models."""
+    if not model.config.user_history:
+        return
+    indptr, items = data.split_items("train")
+    lo = vocab.node_offset
+    model.set_user_history(torch.from_numpy(np.asarray(indptr, dtype=np.int64)),
+                           torch.from_numpy(np.asarray(items, dtype=np.int64) + lo + vocab.n_users),
+                           (lo, lo + vocab.n_users), (lo + vocab.n_users, lo + vocab.n_users + vocab.n_items))
+
+
+def export_recommendations(model, data: Dataset, vocab: Vocabulary, config: Config, test: Evaluation,
+                           settings: EvalConfig) -> Recommendations:
     """The test lists to export: the evaluated ones, or a separate decode when the export asks for
     more items per user (``export_topk``/``paths_per_user``); the metrics never depend on it."""
     generation = PathGenerationConfig.from_config(config)
@@ -160,7 +184,7 @@ def export_recommendations(model, data: Dataset, vocab: Vocabulary, config: Conf
     if want <= test.recommendations.topk:
         return test.recommendations
     return recommend(model, data, test.recommendations.users, vocab=vocab, generation=generation, n_return=want,
-                     split="test", batch_size=config["eval_batch_size"])
+                     split="test", batch_size=settings.eval_batch_size)
 
 
 def baseline_stage(config: Config, data: Dataset, name: str | None = None) -> BaselineResult:
@@ -173,12 +197,13 @@ def baseline_stage(config: Config, data: Dataset, name: str | None = None) -> Ba
     settings = EvalConfig.from_config(config)
 
     def evaluate_fn(m) -> tuple[float, dict]:
-        ev = evaluate(m, data, "valid", settings)
+        ev = evaluate_model(m, data, "valid", settings)
         return ev.score, ev.metrics
 
     stats = model.fit(data, baseline_config(config, name), evaluate_fn=evaluate_fn)
-    return BaselineResult(name=name, valid_result=evaluate(model, data, "valid", settings).metrics,
-                          test_result=evaluate(model, data, "test", settings).metrics, train_stats=dict(stats or {}))
+    return BaselineResult(name=name, valid_result=evaluate_model(model, data, "valid", settings).metrics,
+                          test_result=evaluate_model(model, data, "test", settings).metrics,
+                          train_stats=dict(stats or {}))
 
 
 def baseline_config(config: Config, name: str) -> Mapping:
@@ -239,6 +264,7 @@ def load_for_inference(path, *, data_path=None, cmd_args: Iterable[str] | Mappin
         vocab.check_dataset(data)
     except ValueError as exc:
         raise ckpt.CheckpointError(f"{where}: the dataset changed since training: {exc}") from None
+    attach_history(model, data, vocab)
     logger.info("loaded %s (dataset %s)", where, dataset)
     return model, vocab, data, config
 
@@ -246,8 +272,8 @@ def load_for_inference(path, *, data_path=None, cmd_args: Iterable[str] | Mappin
 def evaluate_checkpoint(path, split: str = "test", *, data_path=None, cmd_args=None) -> dict:
     """Metrics of a fine-tuned checkpoint on ``split`` (as in the run that trained it)."""
     model, vocab, data, config = load_for_inference(path, data_path=data_path, cmd_args=cmd_args)
-    return evaluate(model, data, split, EvalConfig.from_config(config), vocab=vocab,
-                    generation=PathGenerationConfig.from_config(config)).metrics
+    return evaluate_model(model, data, split, EvalConfig.from_config(config), vocab=vocab,
+                          generation=PathGenerationConfig.from_config(config)).metrics
 
 
 def recommend_for_users(model, vocab: Vocabulary, data: Dataset, config: Config, user_ids: Iterable[str],
@@ -261,12 +287,16 @@ def recommend_for_users(model, vocab: Vocabulary, data: Dataset, config: Config,
         raise ConfigError(f"{exc.args[0]} in dataset {data.name} (ids are the {config['USER_ID_FIELD']} values "
                           f"of its .inter file, e.g. {str(data.user_tokens[0])!r})") from None
     recs = recommend(model, data, users, vocab=vocab, generation=PathGenerationConfig.from_config(config),
-                     n_return=int(k), split="test", batch_size=config["eval_batch_size"])
+                     n_return=int(k), split="test",
+                     batch_size=EvalConfig.from_config(config).eval_batch_size)
     return explained(recs, data, vocab, phrases=config["relation_phrases"])
 
 
 def recommend_from_checkpoint(path, user_ids: Iterable[str], k: int = 10, *, data_path=None,
-                              cmd_args=None) -> list[dict]:
-    """:func:`recommend_for_users` from a checkpoint directory."""
-    model, vocab, data, config = load_for_inference(path, data_path=data_path, cmd_args=cmd_args)
+                              cmd_args=None, skip_weight_init: bool = False) -> list[dict]:
+    """:func:`recommend_for_users` from a checkpoint directory. ``skip_weight_init``: build the model
+    without its random initialisation (:func:`kgglm.model.init.no_weight_init`; the checkpoint
+    overwrites every weight), for a one-shot command, not a server."""
+    with no_weight_init() if skip_weight_init else contextlib.nullcontext():
+        model, vocab, data, config = load_for_inference(path, data_path=data_path, cmd_args=cmd_args)
     return recommend_for_users(model, vocab, data, config, user_ids, k)

@@ -248,17 +248,20 @@ def read_weights(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     return read_safetensors(Path(path) / WEIGHTS_FILE, device)
 
 
-def apply_weights(model: KGGLM, state: dict[str, torch.Tensor], where: str | os.PathLike) -> None:
-    """Copy ``state`` into ``model`` (strict), naming ``where`` when a tensor does not fit."""
+def apply_weights(model: KGGLM, state: dict[str, torch.Tensor], where: str | os.PathLike,
+                  may_miss: tuple[str, ...] = ()) -> None:
+    """Copy ``state`` into ``model`` (strict but for ``may_miss``, tensors that keep their
+    initialisation when absent), naming ``where`` when a tensor does not fit."""
     own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    missing = sorted(set(own) - set(state) - set(may_miss))
+    unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         raise CheckpointError(f"{where}: tensors do not match the model (missing {missing}, unexpected {unexpected})")
     for k, v in state.items():
         if v.shape != own[k].shape:
             raise CheckpointError(f"{where}: tensor {k!r} has shape {tuple(v.shape)}, "
                                   f"model expects {tuple(own[k].shape)}")
-    model.load_state_dict({k: v.to(own[k].device, own[k].dtype) for k, v in state.items()})
+    model.load_state_dict({k: v.to(own[k].device, own[k].dtype) for k, v in state.items()}, strict=not may_miss)
 
 
 def load_weights(model: KGGLM, path: str | os.PathLike) -> None:
@@ -376,9 +379,12 @@ def load_pretrained_for_finetune(path: str | os.PathLike, vocab: Vocabulary, mod
     if saved.n_positions < model_config.n_positions:
         raise CheckpointError(f"{where} was trained with n_positions={saved.n_positions}, fine-tuning needs "
                               f"{model_config.n_positions} (longer paths than pre-training)")
-    config = ModelConfig.from_dict({**saved.to_dict(), "dropout": model_config.dropout})
+    # training-only settings and the fine-tuning additions (the history projection starts fresh)
+    finetune_keys = ("dropout", "user_history", "history_dropout", "history_loss_weight", "history_items")
+    config = ModelConfig.from_dict({**saved.to_dict(), **{k: getattr(model_config, k) for k in finetune_keys}})
     model = KGGLM(config, torch.from_numpy(vocab.token_types())).to(device)
-    load_weights(model, ckpt)
+    fresh = tuple(k for k in model.state_dict() if k.startswith(("hproj.", "hhead.", "hout.")))
+    apply_weights(model, read_weights(ckpt, device), ckpt / WEIGHTS_FILE, may_miss=fresh)
     model.train()
     meta = dict(info["meta"], model_config=info["model"], train_config=info.get("training", {}), path=str(ckpt))
     logger.info("fine-tuning from %s (step %s)", ckpt, meta.get("step"))
