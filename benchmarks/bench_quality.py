@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kgglm-quality-") as work:
         data_path = args.data_path
         if args.dataset == "synthetic-kg":
-            from kgglm.data.synthetic import make_knowledge_dataset, write_atomic
+            from kgglm.synthetic.small import make_knowledge_dataset, write_atomic
 
             data_path = str(Path(work) / "data")
             write_atomic(make_knowledge_dataset(name="synthetic-kg"), data_path)  # -> DATA_PATH/synthetic-kg/

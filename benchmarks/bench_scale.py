@@ -4,7 +4,7 @@
         [--eval-users 1000 4000] [--eval-batch 64 256] [--md benchmarks/results/scale.md] [--others TEXT]
         [--threads N] [--last-hop direct|walk] [--timeout S]
 
-The data set comes from :mod:`kgglm.data.large_synthetic` (70k users, 25k items, 850k interactions,
+The data set comes from :mod:`kgglm.synthetic.large` (70k users, 25k items, 850k interactions,
 89k KG entities, 2.5M triples, 39 relations at ``--scale 1``); it is generated into a temporary folder
 unless ``--data-path`` already holds it. Every measurement runs in a fresh subprocess, so peaks are
 separate; inside it the peak RSS is reset (``/proc/self/clear_refs``) after loading, so a step's peak
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = None
     data_path = args.data_path
     if data_path is None or not (Path(data_path) / NAME / f"{NAME}.inter").is_file():
-        from kgglm.data.large_synthetic import write_large_synthetic
+        from kgglm.synthetic.large import write_large_synthetic
 
         if data_path is None:
             tmp = tempfile.TemporaryDirectory(prefix="kgglm-scale-")

@@ -1,6 +1,6 @@
 """Peak memory of one ``evaluate`` call on N users: does it grow with the number of users?
 
-Loads a data set written by ``python -m kgglm.data.large_synthetic --out DIR [--scale S]`` and runs
+Loads a data set written by ``python -m kgglm.synthetic.large --out DIR [--scale S]`` and runs
 ``bench_scale.py``'s evaluation case (untrained 256-wide, 3-layer KGGLM, default decoding, the
 constraint built outside the measurement, peak RSS reset before ``evaluate``) on either the first N
 test users (``distinct``) or the first ``--batch`` test users repeated (``repeat``: every batch decodes

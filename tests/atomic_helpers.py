@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kgglm.data.synthetic import make_synthetic_dataset
+from kgglm.synthetic.small import make_synthetic_dataset
 
 # A tiny model and corpus: each stage trains in about a second on a busy 2-core CPU.
 TINY = {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import torch
 
 from kgglm.config import Config
@@ -14,6 +15,12 @@ from kgglm.decode.generation import PathGenerationConfig
 from kgglm.evaluate.evaluator import EvalConfig
 from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.paths.vocab import Vocabulary
+
+
+def is_symmetric(graph) -> bool:
+    """Every edge of a CollaborativeGraph has its reverse (true by construction; checked by tests)."""
+    src = np.repeat(np.arange(graph.n_nodes), np.diff(graph.indptr))
+    return bool(graph.has_edge(graph.neighbor, graph.relation, src).all())
 
 
 def make_model(vocab: Vocabulary, *, n_positions: int = 9, embedding_size: int = 32, num_heads: int = 2,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kgglm.data.synthetic import make_synthetic_dataset
+from kgglm.synthetic.small import make_synthetic_dataset
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -13,7 +13,7 @@ import pytest
 from kgglm.cli import main as cli_main
 from kgglm.data.audit import audit_dataset, warn_if_suspect
 from kgglm.data.loader import load_dataset
-from kgglm.data.synthetic import make_knowledge_dataset, write_atomic
+from kgglm.synthetic.small import make_knowledge_dataset, write_atomic
 
 SMALL = {"n_users": 200, "n_items": 150, "interactions_per_user": 25, "n_actors": 40, "n_directors": 20}
 

@@ -14,17 +14,22 @@ from kgglm.baselines import kgitemknn as knn_module
 from kgglm.baselines.base import (
     EarlyStopping,
     make_evaluate_fn,
-    model_defaults,
     pair_keys,
     sample_negatives,
 )
 from kgglm.baselines.kgitemknn import item_features
 from kgglm.baselines.lightgcn import normalized_adjacency
+from kgglm.config import Config
 from kgglm.data.dataset import Dataset, Interactions, build_graph
-from kgglm.data.synthetic import make_synthetic_dataset
 from kgglm.evaluate import EvalConfig
+from kgglm.synthetic.small import make_synthetic_dataset
 
 FAST = {"device": "cpu", "seed": 0, "learning_rate": 0.02, "train_batch_size": 64, "epochs": 60}
+
+
+def resolved(name: str, **over) -> Config:
+    """What a run gives a baseline: the layered config (its model YAML included) with FAST on top."""
+    return Config(name, "synthetic", config_dict={**FAST, **over})
 
 
 def hand_dataset(n_users: int, n_items: int, train: list[tuple[int, int]], triples: list[tuple[int, int, int]] = (),
@@ -56,10 +61,17 @@ def test_registry_finds_every_baseline_case_insensitively():
 
 
 def test_model_yaml_defaults_are_recbole_defaults():
-    bpr = model_defaults("BPR")
+    bpr, lightgcn = Config("BPR", "synthetic"), Config("LightGCN", "synthetic")
     assert (bpr["embedding_size"], bpr["learning_rate"], bpr["train_batch_size"], bpr["stopping_step"]) == (
         64, 1e-3, 2048, 10)
-    assert model_defaults("LightGCN")["n_layers"] == 3 and model_defaults("LightGCN")["reg_weight"] == 1e-4
+    assert lightgcn["n_layers"] == 3 and lightgcn["reg_weight"] == 1e-4
+
+
+def test_options_come_from_the_given_config_only():
+    model = BPR()
+    model.config = {"embedding_size": 8, "seed": None}
+    assert model.option("embedding_size") == 8 and model.option("seed", 5) == 5
+    assert model.option("learning_rate") is None  # no YAML read behind the caller's back
 
 
 # ------------------------------------------------------------------------------------- Pop
@@ -148,7 +160,7 @@ def test_fit_stops_early_and_restores_the_best_state():
         return next(scores), {}
 
     model = BPR()
-    stats = model.fit(ds, {**FAST, "stopping_step": 2, "epochs": 20}, evaluate_fn=evaluate_fn)
+    stats = model.fit(ds, resolved("BPR", stopping_step=2, epochs=20), evaluate_fn=evaluate_fn)
     assert stats["epochs"] == 5 and stats["best_epoch"] == 2 and stats["best_score"] == 0.3
     assert torch.equal(model.user_embedding.weight, snapshots[1])
     assert not torch.equal(snapshots[1], snapshots[-1])
@@ -172,7 +184,7 @@ def test_normalized_adjacency_equals_dense_reference():
 def test_lightgcn_propagation_is_mean_of_layer_embeddings():
     ds = make_synthetic_dataset(n_users=6, n_items=9, seed=3)
     model = LightGCN()
-    model.fit(ds, {**FAST, "epochs": 1, "n_layers": 2, "embedding_size": 4})
+    model.fit(ds, resolved("LightGCN", epochs=1, n_layers=2, embedding_size=4))
     adj = model.adjacency.to_dense().double()
     e0 = torch.cat([model.user_embedding.weight, model.item_embedding.weight]).detach().double()
     final = (e0 + adj @ e0 + adj @ adj @ e0) / 3
@@ -187,7 +199,7 @@ def test_lightgcn_propagation_is_mean_of_layer_embeddings():
 def test_training_lowers_the_loss_and_ranks_the_planted_cluster_first(name):
     ds = make_synthetic_dataset(seed=2)
     model = get_baseline(name)()
-    stats = model.fit(ds, dict(FAST))
+    stats = model.fit(ds, resolved(name))
     losses = [h["loss"] for h in stats["history"]]
     assert len(losses) == FAST["epochs"] and losses[-1] < 0.5 * losses[0]
     scores = model.score_items(np.arange(ds.n_users))
@@ -202,8 +214,8 @@ def test_training_lowers_the_loss_and_ranks_the_planted_cluster_first(name):
 def test_fit_is_reproducible_with_the_same_seed():
     ds = make_synthetic_dataset(seed=4)
     a, b = BPR(), BPR()
-    a.fit(ds, {**FAST, "epochs": 3})
-    b.fit(ds, {**FAST, "epochs": 3})
+    a.fit(ds, resolved("BPR", epochs=3))
+    b.fit(ds, resolved("BPR", epochs=3))
     np.testing.assert_array_equal(a.score_items(np.arange(5)), b.score_items(np.arange(5)))
 
 

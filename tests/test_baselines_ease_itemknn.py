@@ -134,7 +134,7 @@ def test_itemknn_chooses_k_on_valid(tiny):
 def test_seen_items_are_never_recommended(tiny, name):
     ds, _ = tiny
     model = get_baseline(name)()
-    model.fit(ds, {"valid_metric": "NDCG@5"})
+    model.fit(ds, Config(name, "synthetic", config_dict={"valid_metric": "NDCG@5", "topk": [5]}))
     settings = eval_settings(topk=(5,), eval_batch_size=4)
     for split, seen in (("valid", ("train",)), ("test", ("train", "valid"))):
         recs = evaluate_model(model, ds, split, settings).recommendations

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from cases import generation, make_model
 from kgglm.data.dataset import build_graph
 from kgglm.data.dataset import items_csr as excluded_items_csr
-from kgglm.data.synthetic import make_synthetic_dataset
 from kgglm.decode.beam_search import beam_search
 from kgglm.decode.constraints import GraphConstraint
 from kgglm.paths.vocab import BOS, PAD, RELATION_OFFSET, Vocabulary
+from kgglm.synthetic.small import make_synthetic_dataset
 
 H = 3
 

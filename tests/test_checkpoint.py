@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
 from cases import make_model
-from kgglm.data.synthetic import make_synthetic_dataset
+from kgglm import durable
 from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.paths.vocab import Vocabulary
+from kgglm.synthetic.small import make_synthetic_dataset
 from kgglm.train import checkpoint as ckpt
 from kgglm.train.checkpoint import (
     CheckpointError,
@@ -181,3 +183,27 @@ def test_mismatched_pre_model_path_gives_clear_error(vocab, tmp_path, change, me
         load_pretrained_for_finetune(tmp_path / "pre", now, cfg)
     with pytest.raises(CheckpointError, match="needs pre_model_path"):
         load_pretrained_for_finetune("", vocab, pre.config)
+
+
+def test_replacing_best_never_leaves_it_absent_or_half_written(vocab, tmp_path, monkeypatch):
+    a, b = model_for(vocab, seed=1), model_for(vocab, seed=2)
+    best = tmp_path / "best"
+    save_checkpoint(best, a, vocab)
+    if durable._renameat2 is None:
+        pytest.skip("no renameat2 here: the fallback moves the old best/ aside first")
+    seen = []
+
+    def checked(real):
+        def call(*args):
+            out = real(*args)
+            if args and Path(args[-1]).parent == tmp_path:  # renames inside the temporary folder do not count
+                seen.append(load_checkpoint(best)[0].wte.weight.detach().clone())  # complete, or it raises
+            return out
+        return call
+
+    monkeypatch.setattr(os, "replace", checked(os.replace))
+    monkeypatch.setattr(durable, "exchange", checked(durable.exchange))
+    save_checkpoint(best, b, vocab)
+    monkeypatch.undo()
+    assert len(seen) == 1 and torch.equal(seen[0], b.wte.weight)  # one step from the old best to the new
+    assert sorted(os.listdir(tmp_path)) == ["best"]

@@ -198,3 +198,19 @@ def test_readme_key_table_is_current():
     start = readme.index("\n", start) + 1
     end = readme.index("<!-- config-keys:end -->")
     assert readme[start:end] == markdown_table(), "regenerate with: python -m kgglm.config --markdown"
+
+
+def test_the_device_setting_is_resolved_by_one_function(monkeypatch):
+    import torch
+
+    from kgglm.distributed import resolve_device
+
+    for available in (True, False):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda available=available: available)
+        auto = torch.device("cuda" if available else "cpu")
+        assert resolve_device(None) == resolve_device("") == resolve_device("auto") == auto
+        assert resolve_device(None, use_gpu=False) == torch.device("cpu")
+        assert resolve_device("cuda:1") == torch.device("cuda", 1)
+        assert Config(config_dict={"device": None}).device == str(auto)
+        assert Config(config_dict={"device": None, "use_gpu": False}).device == "cpu"
+        assert Config(config_dict={"device": "cpu"}).device == "cpu"

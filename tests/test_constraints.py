@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from kgglm.data.dataset import items_csr as excluded_items_csr
-from kgglm.data.synthetic import make_synthetic_dataset
 from kgglm.decode.constraints import GraphConstraint
 from kgglm.paths.vocab import BOS, RELATION_OFFSET, Vocabulary
+from kgglm.synthetic.small import make_synthetic_dataset
 
 
 def brute_reach(graph, node: int, hops: int) -> bool:

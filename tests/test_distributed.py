@@ -30,11 +30,11 @@ import yaml
 from atomic_helpers import TINY, write_atomic_dataset
 from kgglm import distributed
 from kgglm.config import Config
-from kgglm.data.synthetic import make_synthetic_dataset
 from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.paths.corpus import PathSampleConfig, stage_corpus
 from kgglm.paths.vocab import Vocabulary
 from kgglm.quick_start import RunResult, evaluate_checkpoint, run_pipeline
+from kgglm.synthetic.small import make_synthetic_dataset
 from kgglm.train import checkpoint as ckpt
 from kgglm.train.trainer import TrainConfig, Trainer, validation_loss
 

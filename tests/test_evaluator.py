@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from cases import eval_settings, generation, make_model, reference_metrics
-from kgglm.data.synthetic import make_synthetic_dataset
 from kgglm.decode.recommend import recommend
 from kgglm.evaluate.evaluator import evaluate, path_quality, rank_scores
 from kgglm.evaluate.ranked import Recommendations
 from kgglm.paths.vocab import Vocabulary
+from kgglm.synthetic.small import make_synthetic_dataset
 from kgglm.tasks.ranking import evaluate_model
 
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from cases import generation, make_model
-from kgglm.data.synthetic import make_synthetic_dataset
 from kgglm.decode.constraints import GraphConstraint
 from kgglm.decode.recommend import recommend
 from kgglm.evaluate.evaluator import path_quality
 from kgglm.paths.vocab import RELATION_OFFSET, Vocabulary
+from kgglm.synthetic.small import make_synthetic_dataset
 
 
 @pytest.fixture(scope="module")

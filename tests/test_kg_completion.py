@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from kgglm.data.kg_split import load_kg_split
-from kgglm.data.synthetic import make_synthetic_dataset
 from kgglm.evaluate.kg_ranking import evaluate_tail_ranking
 from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.paths.vocab import BOS, EOS, Vocabulary
+from kgglm.synthetic.small import make_synthetic_dataset
 from kgglm.tasks.kg_completion import TailScorer, TailSetLoss, evaluate_model, run_kg_completion, triple_corpus
 
 # a small model and quiet runs over the package defaults (which are the paper's sizes)

@@ -10,9 +10,9 @@ import pytest
 
 from kgglm.data.atomic import DatasetError
 from kgglm.data.kg_split import edge_keys, load_kg_split, normalize_kg_eval_args, seeded_split
-from kgglm.data.synthetic import make_synthetic_dataset
 from kgglm.paths.sampling import sample_pretrain_paths
 from kgglm.paths.vocab import Vocabulary
+from kgglm.synthetic.small import make_synthetic_dataset
 from kgglm.tasks.kg_completion import triple_corpus
 
 

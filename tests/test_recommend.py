@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from cases import generation, make_model
-from kgglm.data.synthetic import make_synthetic_dataset
 from kgglm.decode.explain import explain
 from kgglm.decode.recommend import read_recommendations, recommend, write_recommendations
 from kgglm.paths.vocab import RELATION_OFFSET, Vocabulary
+from kgglm.synthetic.small import make_synthetic_dataset
 
 
 @pytest.fixture(scope="module")

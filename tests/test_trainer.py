@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from kgglm.config import Config
-from kgglm.data.synthetic import make_synthetic_dataset
 from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.paths.vocab import BOS, Vocabulary
+from kgglm.synthetic.small import make_synthetic_dataset
 from kgglm.train import checkpoint as ckpt
 from kgglm.train.checkpoint import load_checkpoint, load_pretrained_for_finetune
 from kgglm.train.state import TrainProgress
@@ -174,7 +174,7 @@ import os, signal, sys
 import torch
 sys.path.insert(0, sys.argv[2])
 import test_trainer as t
-from kgglm.data.synthetic import make_synthetic_dataset
+from kgglm.synthetic.small import make_synthetic_dataset
 from kgglm.paths.vocab import Vocabulary
 from kgglm.train import checkpoint as ckpt
 
@@ -184,10 +184,14 @@ vocab = Vocabulary.from_graph(ds.graph, ds.name)
 tokens = vocab.encode_paths(*t.user_paths(ds, per_pair=2))
 real_save = ckpt.save_checkpoint
 
+def die(*args, **kw):
+    os.kill(os.getpid(), signal.SIGKILL)  # no exception handler, no finally, no atexit
+
 def save_then_die(path, *args, **kw):
     out = real_save(path, *args, **kw)
-    if path.name == "step-0000010":
-        os.kill(os.getpid(), signal.SIGKILL)  # no exception handler, no finally, no atexit
+    if path.name == "step-0000010":  # die in the middle of the next save: its temporary folder stays
+        ckpt.save_file = die
+        real_save(path.with_name("step-0000015"), *args, **kw)
     return out
 
 ckpt.save_checkpoint = save_then_die
@@ -224,6 +228,14 @@ def test_resume_after_interruption_matches_uninterrupted_run(corpus, tmp_path, m
             train(tiny_model(vocab, dropout=0.1), tokens, cfg, checkpoint_dir=tmp_path / "run", vocab=vocab)
         monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
     assert sorted(p.name for p in (tmp_path / "run").glob("step-*")) == ["step-0000005", "step-0000010"]
+    run_id = ckpt.read_info(tmp_path / "run" / "step-0000010")["meta"]["run_id"]
+    left = sorted(p.name for p in (tmp_path / "run").glob(".*"))
+    if interruption == "kill -9":  # the killed save's folder, named after the run
+        assert len(left) == 1 and left[0].startswith(f".step-0000015.tmp-{run_id}-"), left
+    else:
+        assert left == []  # an exception cleans up on the spot
+    other = tmp_path / "run" / ".step-0000003.tmp-another-run-x1y2"  # another run's save in progress
+    other.mkdir()
 
     resumed = tiny_model(vocab, dropout=0.1, seed=99)  # different init: weights must come from the checkpoint
     calls = []
@@ -236,6 +248,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(corpus, tmp_path, m
         torch.testing.assert_close(pa, pb, rtol=0, atol=0)
     assert res.losses == full_res.losses  # the loss log, partial windows included, continues unchanged
     assert [p.name for p in (tmp_path / "run").glob("step-*")] == [f"step-{total:07d}"]
+    assert sorted(p.name for p in (tmp_path / "run").glob(".*")) == [other.name]  # only this run's leftovers went
 
 
 def test_pretrain_then_finetune_starts_from_pretrained_weights(tmp_path):

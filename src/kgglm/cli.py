@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "recommendations (one run directory)", _cmd_run)
     _add_run_options(p)
     _add_tracker_option(p)
-    p = add("train", "one training stage (train_stage pretrain or finetune), or evaluate Pop", _cmd_train)
+    p = add("train", "one training stage (train_stage pretrain or finetune), or fit and evaluate a baseline "
+            "(--model Pop, BPR, LightGCN, EASE, ItemKNN or KGItemKNN)", _cmd_train)
     _add_run_options(p)
     _add_tracker_option(p)
     p = add("evaluate", "evaluate a fine-tuned checkpoint on a split", _cmd_evaluate)

@@ -29,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from kgglm import durable
+
 logger = logging.getLogger(__name__)
 
 CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
@@ -360,11 +362,9 @@ class Config(Mapping):
     @property
     def device(self) -> str:
         """The torch device to use: ``device`` if set, else cuda when ``use_gpu`` and available."""
-        if self._values["device"]:
-            return str(self._values["device"])
-        import torch
+        from kgglm.distributed import resolve_device  # torch only when asked
 
-        return "cuda" if self._values["use_gpu"] and torch.cuda.is_available() else "cpu"
+        return str(resolve_device(self._values["device"], self._values["use_gpu"]))
 
     def sections(self) -> list[str]:
         return list(dict.fromkeys(d.section for d in self._docs))
@@ -389,13 +389,10 @@ class Config(Mapping):
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
     def save(self, directory: str | os.PathLike, name: str = "config.yaml") -> Path:
-        """Write the resolved config as YAML (temp file + rename) and return its path."""
+        """Write the resolved config as YAML (durably, :mod:`kgglm.durable`) and return its path."""
         path = Path(directory) / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_yaml())
-        os.replace(tmp, path)
-        return path
+        return durable.write_text(path, self.to_yaml(), encoding=None)
 
     def __str__(self) -> str:
         preset = f"  preset: {self['preset']}" if self["preset"] else ""

@@ -114,6 +114,14 @@ def quiet_other_ranks() -> None:
         os.environ.setdefault("TQDM_DISABLE", "1")
 
 
+def resolve_device(device: str | torch.device | None = None, use_gpu: bool = True) -> torch.device:
+    """The torch device a setting names: ``device`` itself; None, '' or 'auto': cuda when ``use_gpu``
+    and one is available, else cpu. The one place the ``device``/``use_gpu`` settings are read."""
+    if device is None or str(device) in ("", "auto"):
+        return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def device_for_rank(device: torch.device) -> torch.device:
     """The device this rank works on: ``cuda`` (no index) becomes ``cuda:LOCAL_RANK`` under torchrun."""
     if device.type == "cuda" and device.index is None and is_initialized():
@@ -182,11 +190,6 @@ def shard_batches(n: int, batch_size: int, rank_: int | None = None, world: int 
     n_batches = -(-n // batch_size) if n else 0
     b0, b1 = shard_range(n_batches, rank_, world)
     return min(b0 * batch_size, n), min(b1 * batch_size, n)
-
-
-def gather_in_order(part: T) -> list[T]:
-    """Every rank's ``part`` in rank order (an alias that says why: shares were contiguous)."""
-    return all_gather_object(part)
 
 
 def epoch_batches(n: int, batch_size: int, epoch: int, seed: int) -> list[torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Quick start: one call runs a stage of KGGLM (or the Pop baseline) end to end, as in RecBole.
+"""Quick start: one call runs a stage of KGGLM (or fits and evaluates a baseline) end to end, as in RecBole.
 
     from kgglm.quick_start import run_kgglm
     run_kgglm(model='KGGLM', dataset='ml-100k', config_dict={'train_stage': 'pretrain', 'pretrain_epochs': 5})
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from kgglm import distributed
+from kgglm import distributed, durable
 from kgglm.config import Config, ConfigError
 from kgglm.logging_utils import log_to_file
 from kgglm.runs import make_run_dir, seed_everything
@@ -79,10 +79,7 @@ class RunResult:
         directory = Path(directory or self.run_dir or ".")
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / RESULT_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default))
-        os.replace(tmp, path)
-        return path
+        return durable.write_json(path, self.to_dict(), indent=2, default=_json_default)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "RunResult":
@@ -91,7 +88,7 @@ class RunResult:
         return cls(**json.loads(path.read_text()))
 
     def metrics_table(self) -> dict[str, dict]:
-        """Columns of the metrics table: best validation, test, and the Pop baseline when known."""
+        """Columns of the metrics table: best validation, test, and each baseline's test when run."""
         cols = {}
         if self.best_valid_result:
             cols[f"{self.model} valid"] = self.best_valid_result

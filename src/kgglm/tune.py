@@ -41,6 +41,7 @@ from typing import Any
 
 import yaml
 
+from kgglm import durable
 from kgglm.config import OVERALL_FILE, Config, ConfigError, _coerce, _suggest
 
 logger = logging.getLogger(__name__)
@@ -347,18 +348,14 @@ def save_trials(result: TuneResult, out_dir: Path) -> dict:
     columns = list(dict.fromkeys(k for row in result.trials for k in row))
     files = {"trials_csv": out_dir / "trials.csv", "trials_json": out_dir / "trials.json",
              "best_params": out_dir / "best_params.yaml"}
-    tmp = files["trials_csv"].with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as fh:
+    with durable.open_atomic(files["trials_csv"], "w", encoding=None, newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         writer.writerows(result.trials)
-    os.replace(tmp, files["trials_csv"])
     for key, text in (("trials_json", json.dumps(result.trials, indent=2, default=str)),
                       ("best_params", yaml.safe_dump({"best_value": result.best_value,
                                                       "best_params": result.best_params}, sort_keys=False))):
-        tmp = files[key].with_name(files[key].name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, files[key])
+        durable.write_text(files[key], text, encoding=None)
     return {k: str(v) for k, v in files.items()}
 
 

@@ -11,7 +11,6 @@ from kgglm.baselines.base import (
     Recommender,
     TorchRecommender,
     make_evaluate_fn,
-    model_defaults,
 )
 from kgglm.baselines.bpr import BPR
 from kgglm.baselines.ease import EASE
@@ -34,4 +33,4 @@ def get_baseline(name: str) -> type[Recommender]:
 
 
 __all__ = ["BASELINES", "BPR", "EASE", "EarlyStopping", "ItemKNN", "KGItemKNN", "LightGCN", "Pop", "Recommender",
-           "TorchRecommender", "get_baseline", "make_evaluate_fn", "model_defaults"]
+           "TorchRecommender", "get_baseline", "make_evaluate_fn"]

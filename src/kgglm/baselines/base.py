@@ -16,36 +16,28 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
-logger = logging.getLogger(__name__)
+from kgglm.distributed import resolve_device
+from kgglm.evaluate.stopping import early_stopping
 
-MODEL_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "model"
+logger = logging.getLogger(__name__)
 
 # evaluate_fn(model) -> (score to maximise, metrics dict)
 EvaluateFn = Callable[["Recommender"], tuple[float, dict]]
 
 
-@cache
-def model_defaults(name: str) -> dict[str, Any]:
-    """The keys of ``configs/model/<name>.yaml`` (empty when the file does not exist)."""
-    path = MODEL_CONFIG_DIR / f"{name}.yaml"
-    return dict(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
-
-
 class Recommender(ABC):
     """A recommender that scores every item for a batch of users.
 
-    Subclasses set ``name`` and implement :meth:`fit` and :meth:`score_items`. Config values are
-    read with :meth:`option`, which falls back to the model's yaml defaults, so a plain dict with
-    only a few keys works as well as a resolved :class:`~kgglm.config.Config`.
+    Subclasses set ``name`` and implement :meth:`fit` and :meth:`score_items`. Settings are read
+    with :meth:`option` from the mapping given to :meth:`fit`: the resolved configuration, whose
+    layers (``configs/model/<NAME>.yaml`` among them) the caller has already applied, e.g.
+    ``Config("BPR", dataset, config_dict=...)``. The baselines never read a YAML file themselves.
     """
 
     name: str = "Recommender"
@@ -55,11 +47,9 @@ class Recommender(ABC):
         self.config: Mapping[str, Any] = {}
 
     def option(self, key: str, default: Any = None) -> Any:
-        """``config[key]``, else the model yaml default, else ``default``."""
+        """``config[key]``, or ``default`` when the key is missing or null."""
         value = self.config.get(key) if isinstance(self.config, Mapping) else None
-        if value is None:
-            value = model_defaults(self.name).get(key, default)
-        return value
+        return default if value is None else value
 
     @abstractmethod
     def fit(self, dataset, config: Mapping[str, Any], *, evaluate_fn: EvaluateFn | None = None) -> dict:
@@ -74,24 +64,21 @@ class Recommender(ABC):
 
 
 class EarlyStopping:
-    """RecBole's rule: stop after *more than* ``patience`` evaluations without strict improvement."""
+    """RecBole's rule (:func:`kgglm.evaluate.stopping.early_stopping`): stop after *more than*
+    ``patience`` evaluations without strict improvement."""
 
     def __init__(self, patience: int) -> None:
         self.patience = int(patience)
         self.best: float = -np.inf
         self.bad_steps = 0
+        self.should_stop = False
 
     def update(self, score: float) -> bool:
         """Record one evaluation; True when it is a new best (ties are not an improvement)."""
-        if score > self.best:
-            self.best, self.bad_steps = float(score), 0
-            return True
-        self.bad_steps += 1
-        return False
-
-    @property
-    def should_stop(self) -> bool:
-        return self.bad_steps > self.patience
+        improved, self.bad_steps, self.should_stop = early_stopping(score, self.best, self.bad_steps, self.patience)
+        if improved:
+            self.best = float(score)
+        return improved
 
 
 # --------------------------------------------------------------------------------------- sampling
@@ -118,14 +105,6 @@ def sample_negatives(users: np.ndarray, n_items: int, positive_keys: np.ndarray,
             break
         neg[todo] = rng.integers(n_items, size=len(todo))
     return neg
-
-
-def resolve_device(config: Mapping[str, Any]) -> torch.device:
-    """``config['device']`` if set, else cuda when ``use_gpu`` (default true) and available."""
-    if config.get("device"):
-        return torch.device(str(config["device"]))
-    use_gpu = config.get("use_gpu", True)
-    return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
 
 
 # --------------------------------------------------------------------------------------- torch models
@@ -160,7 +139,7 @@ class TorchRecommender(nn.Module, Recommender):
         seed = int(self.option("seed", 2024))
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        device = resolve_device(config)
+        device = resolve_device(config.get("device"), config.get("use_gpu", True))
         self.build(dataset)
         self.to(device)
         epochs = int(self.option("epochs"))

@@ -140,11 +140,6 @@ def read_atomic(
     return table
 
 
-def split_token_seq(values: np.ndarray) -> list[list[str]]:
-    """Split ``token_seq`` strings on spaces (RecBole's separator); empty strings give []."""
-    return [str(v).split() for v in values]
-
-
 # --------------------------------------------------------------------------------------- internals
 def _parse_header(path: Path, first: bytes) -> dict[str, str]:
     first = first.removeprefix(_BOM)

@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from kgglm import durable
 from kgglm.data.dataset import SPLITS, Dataset, Interactions
 from kgglm.data.graph import CollaborativeGraph
 from kgglm.data.locate import CHECKSUM_FILE, cache_dir
@@ -173,16 +173,8 @@ def _write(file: Path, key: str, data: Dataset) -> None:
             "graph": {k: int(getattr(data.graph, k)) for k in _GRAPH_SIZES}}
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=file.parent, prefix=f".{file.stem}.", suffix=".tmp",
-                                         delete=False) as tmp:
-            try:
-                np.savez(tmp, __meta__=np.array(json.dumps(meta)), **arrays)
-                tmp.flush()
-                os.fsync(tmp.fileno())
-            except BaseException:
-                os.unlink(tmp.name)
-                raise
-        os.replace(tmp.name, file)
+        with durable.open_atomic(file, "wb") as tmp:
+            np.savez(tmp, __meta__=np.array(json.dumps(meta)), **arrays)
     except (OSError, TypeError, ValueError) as exc:
         logger.debug("could not write the dataset cache %s: %s", file, exc)
         return

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 import pooch
 
+from kgglm import durable
 from kgglm.data.atomic import DatasetError, read_atomic
 from kgglm.data.locate import CHECKSUM_FILE, cache_dir, candidate_roots, find_dataset, valid_name
 
@@ -157,9 +158,9 @@ def download_dataset(
             built = sorted(stage.iterdir(), key=lambda p: p.suffix == ".inter")  # .inter last: it marks "complete"
             sums["files"] = {p.name: _sha256(p) for p in built}
             for path in built[:-1]:
-                os.replace(path, folder / path.name)
-            _write_json(folder / CHECKSUM_FILE, sums)
-            os.replace(built[-1], folder / built[-1].name)
+                durable.move(path, folder / path.name)
+            durable.write_json(folder / CHECKSUM_FILE, sums, indent=2, sort_keys=True)
+            durable.move(built[-1], folder / built[-1].name)
     except BaseException:
         for path in created:  # deepest first: a failed first download leaves no empty folders behind
             try:
@@ -349,12 +350,10 @@ def _select(zf: zipfile.ZipFile, info: zipfile.ZipInfo, relations: np.ndarray, s
 
 
 def _write_table(path: Path, header: str, frame: pd.DataFrame) -> None:
-    """Write an atomic file through a temporary name, so a reader never sees half of it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    """Write an atomic file durably (:mod:`kgglm.durable`), so a reader never sees half of it."""
+    with durable.open_atomic(path, "w", newline="\n") as f:
         f.write(header + "\n")
         frame.to_csv(f, sep="\t", header=False, index=False, quoting=csv.QUOTE_NONE, lineterminator="\n")
-    os.replace(tmp, path)
 
 
 def _sha256(path: Path) -> str:
@@ -375,8 +374,3 @@ def _load_checksums(folder: Path) -> dict:
     except (ValueError, AttributeError) as exc:
         raise DatasetError(f"{path}: not valid JSON ({exc}); expected the checksum record") from None
 
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)

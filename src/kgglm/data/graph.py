@@ -128,11 +128,6 @@ class CollaborativeGraph:
         found = self.edge_keys[pos] == keys if len(self.edge_keys) else np.zeros_like(ok)
         return ok & found
 
-    def is_symmetric(self) -> bool:
-        """Every edge has its reverse (always true by construction; used by tests)."""
-        src = np.repeat(np.arange(self.n_nodes), np.diff(self.indptr))
-        return bool(self.has_edge(self.neighbor, self.relation, src).all())
-
 
 def _sorted_unique(keys: np.ndarray) -> np.ndarray:
     """Sorted distinct values; sort + adjacent compare, which is far faster than ``np.unique`` on

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kgglm import durable
 from kgglm.data.explanation_tables import ExplanationTables
 from kgglm.decode.beam_search import beam_search, item_paths, path_log_probs
 from kgglm.decode.constraints import GraphConstraint
@@ -178,13 +179,12 @@ def write_recommendations(recs: Recommendations, dataset, vocab: Vocabulary, pat
                           phrases: Mapping[str, str] | None = None) -> Path:
     """JSON lines, one per (user, rank): user, rank, item, score, path tokens, readable path.
 
-    Written to a temporary file then renamed, so a crash never leaves a half-written export.
+    Written durably (:mod:`kgglm.durable`), so a crash never leaves a half-written export.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     node_tokens = dataset.node_tokens()
-    with open(tmp, "w", encoding="utf-8") as f:
+    with durable.open_atomic(path, "w") as f:
         rows, ranks = np.nonzero(recs.items >= 0)  # only real recommendations
         for r, k in zip(rows.tolist(), ranks.tolist()):  # export only, not a hot path
             u, item = int(recs.users[r]), int(recs.items[r, k])
@@ -199,7 +199,6 @@ def write_recommendations(recs: Recommendations, dataset, vocab: Vocabulary, pat
                 "explanation": explain(dataset, vocab, toks, phrases),
                 "split": recs.split, "topk": recs.topk,
             }, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
     return path
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kgglm import durable
 from kgglm.paths.sampling import PathBatch, sample_pretrain_paths, sample_user_paths
 from kgglm.paths.vocab import Vocabulary
 
@@ -142,16 +143,14 @@ def path_lines(batch: PathBatch, dataset) -> list[str]:
 def write_paths_tsv(path: str | os.PathLike, batch: PathBatch, dataset, limit: int | None = None) -> int:
     """Write ``batch`` (its first ``limit`` paths) with :func:`path_lines`; returns paths written.
 
-    Written to a temporary name first, then moved into place.
+    Written durably (:mod:`kgglm.durable`): a temporary name first, then moved into place.
     """
     if limit is not None:
         batch = batch[: max(int(limit), 0)]
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     lines = path_lines(batch, dataset)
-    with open(tmp, "w", encoding="utf-8") as f:
+    with durable.open_atomic(path, "w") as f:
         f.write("\n".join(lines))
         if lines:
             f.write("\n")
-    os.replace(tmp, path)
     return len(lines)

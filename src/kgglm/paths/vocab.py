@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kgglm import durable
 from kgglm.data.dataset import lookup_tokens
 
 SPECIAL_TOKENS = ("[PAD]", "[BOS]", "[EOS]", "[UNK]", "[MASK]")
@@ -242,10 +243,7 @@ class Vocabulary:
     # ------------------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> Path:
         path = Path(directory) / VOCAB_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, path)
-        return path
+        return durable.write_json(path, asdict(self), indent=2)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "Vocabulary":

@@ -11,8 +11,9 @@ A checkpoint is a directory holding
     training_state.safetensors   settings ...) as JSON, its tensors (optimizer moments, RNG
                          states) in safetensors, referenced by name; nothing is ever unpickled
 
-It is written into a temporary sibling directory and renamed into place, so an interrupted save
-never leaves a half-written checkpoint under the final name. ``config.json`` is written last and
+It is written into a temporary sibling directory, fsync-ed and swapped into place
+(:mod:`kgglm.durable`), so an interrupted save never leaves a half-written checkpoint under the final
+name and a replaced one (``best/``) is never absent. ``config.json`` is written last and
 stamps ``meta.completed``: the time the checkpoint became complete, which orders checkpoints.
 """
 
@@ -21,8 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +31,7 @@ import safetensors
 import torch
 from safetensors.torch import load_file, save_file
 
+from kgglm import durable
 from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.paths.vocab import VOCAB_FILE, Vocabulary
 
@@ -55,14 +55,19 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(directory: str | os.PathLike, model: KGGLM, vocab: Vocabulary, *,
                     train_config: dict | None = None, meta: dict | None = None,
-                    training_state: dict | None = None) -> Path:
-    """Write a checkpoint directory atomically (replacing an existing one); return its path."""
+                    training_state: dict | None = None, tag: str = "") -> Path:
+    """Write a checkpoint directory durably (replacing an existing one); return its path.
+
+    It is filled in a temporary sibling ``.NAME.tmp-TAG-XXXXXXXX`` (see
+    :func:`kgglm.durable.atomic_dir`; the trainer's ``tag`` is its run id, so that ``--resume``
+    finds that run's leftovers), fsync-ed, and swapped into place: an existing checkpoint of that
+    name (``best/``) stays complete until the new one has replaced it.
+    """
     final = Path(directory)
     final.parent.mkdir(parents=True, exist_ok=True)
     if model.config.vocab_size != vocab.size:
         raise CheckpointError(f"model vocab_size {model.config.vocab_size} != vocabulary size {vocab.size}")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
+    with durable.atomic_dir(final, tag=tag) as tmp:
         full_meta = {
             "dataset": vocab.dataset,
             "n_users": vocab.n_users, "n_items": vocab.n_items,
@@ -81,10 +86,6 @@ def save_checkpoint(directory: str | os.PathLike, model: KGGLM, vocab: Vocabular
         info = {"format": FORMAT, "version": VERSION, "model": model.config.to_dict(),
                 "training": dict(train_config or {}), "meta": {**full_meta, "completed": time.time()}}
         (tmp / CONFIG_FILE).write_text(json.dumps(info, indent=2, default=_json_default))
-        _replace_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 
@@ -133,17 +134,6 @@ def _decode_state(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(value, list):
         return [_decode_state(v, tensors) for v in value]
     return value
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` to ``final``; an existing ``final`` is moved aside first, then removed."""
-    if final.exists():
-        old = final.parent / f".{final.name}.old-{os.getpid()}-{time.time_ns()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
 
 
 def _json_default(obj):

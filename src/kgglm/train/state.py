@@ -7,7 +7,6 @@ moments, RNG states); the trainer saves it with ``dataclasses.asdict`` and resto
 
 from __future__ import annotations
 
-import math
 import os
 import secrets
 import time
@@ -16,9 +15,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from kgglm.config import TRAIN_STAGES
+from kgglm.distributed import resolve_device
+from kgglm.evaluate.stopping import early_stopping
 
 MIXED_PRECISION = ("auto", "bf16", "fp16", "no")
 
@@ -97,13 +96,6 @@ class TrainConfig:
         return asdict(self)
 
 
-def resolve_device(device: str | torch.device | None = None, use_gpu: bool = True) -> torch.device:
-    """``device`` itself; None or 'auto': cuda when ``use_gpu`` and one is available, else cpu."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def new_run_id() -> str:
     """A name for one training run, unique across runs sharing a checkpoint folder."""
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -136,18 +128,16 @@ class TrainProgress:
     def record_evaluation(self, epoch: int, score: float, metrics: dict[str, float], stopping_step: int) -> bool:
         """Add one evaluation (higher ``score`` is better); return whether it is the new best.
 
-        As RecBole's ``early_stopping``: only a strictly higher score improves (a tie does not),
-        and training stops after *more than* ``stopping_step`` evaluations without improvement.
-        A NaN score never improves (it would compare false with every later score).
+        The rule is :func:`kgglm.evaluate.stopping.early_stopping` (RecBole's): only a strictly
+        higher score improves, and training stops after *more than* ``stopping_step`` evaluations
+        without improvement.
         """
-        improved = not math.isnan(score) and (self.best_score is None or score > self.best_score)
+        improved, self.bad_evals, self.stopped_early = early_stopping(score, self.best_score, self.bad_evals,
+                                                                      stopping_step)
         self.history.append({"epoch": epoch, "step": self.step, "score": score, "metrics": metrics,
                              "best": improved})
         if improved:
-            self.best_score, self.best_metrics, self.bad_evals = score, metrics, 0
-        else:
-            self.bad_evals += 1
-        self.stopped_early = self.bad_evals > stopping_step
+            self.best_score, self.best_metrics = score, metrics
         return improved
 
 

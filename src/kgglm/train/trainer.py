@@ -42,11 +42,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from kgglm import distributed
+from kgglm import distributed, durable
+from kgglm.distributed import resolve_device
 from kgglm.model.gpt import IGNORE_INDEX, KGGLM, next_token_labels
 from kgglm.paths.vocab import PAD, Vocabulary
 from kgglm.train import checkpoint as ckpt
-from kgglm.train.state import TrainConfig, TrainProgress, TrainResult, new_run_id, resolve_device
+from kgglm.train.state import TrainConfig, TrainProgress, TrainResult, new_run_id
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +234,7 @@ class Trainer:
         path = self.checkpoint_dir / name
         if distributed.is_main():
             ckpt.save_checkpoint(path, self.model, self.vocab, train_config=self.config.to_dict(), meta=meta,
-                                 training_state=state)
+                                 training_state=state, tag=p.run_id)
         distributed.barrier()
         return path
 
@@ -251,6 +252,7 @@ class Trainer:
         except ckpt.CheckpointError as e:
             raise ckpt.CheckpointError(f"{where}: {e}") from None
         self.last_checkpoint = where  # the answer when nothing is left to train
+        self._remove_leftovers()
         logger.info("resuming run %s from %s at step %d", self.progress.run_id, where, self.progress.step)
         return True
 
@@ -385,6 +387,13 @@ class Trainer:
         out = fn(*args)
         self._overhead += time.perf_counter() - t0
         return out
+
+    def _remove_leftovers(self) -> None:
+        """Remove the temporary folders of this run's interrupted saves (``.step-*.tmp-RUN-*``,
+        ``.best.tmp-RUN-*``); other runs sharing the folder may be saving into theirs."""
+        if distributed.is_main():
+            for path in durable.remove_leftovers(self.checkpoint_dir, f".*.tmp-{self.progress.run_id}-*"):
+                logger.info("removed %s, left by an interrupted save", path)
 
     def _prune(self) -> None:
         """Remove this run's step checkpoints but the newest ``keep_checkpoints``.

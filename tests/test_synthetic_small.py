@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kgglm.data.loader import load_dataset
-from kgglm.data.synthetic import main, make_knowledge_dataset, make_synthetic_dataset, write_atomic
+from kgglm.synthetic.small import main, make_knowledge_dataset, make_synthetic_dataset, write_atomic
 
 SMALL = {"n_users": 80, "n_items": 150, "n_genres": 6, "n_actors": 40, "n_directors": 20, "genres_per_item": 2,
          "actors_per_item": 3, "liked_values": 3, "interactions_per_user": 12, "signal_share": 0.7,

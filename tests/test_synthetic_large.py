@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kgglm.data.large_synthetic import (
+from cases import is_symmetric
+from kgglm.data.loader import load_dataset
+from kgglm.synthetic.large import (
     DEFAULT_NAME,
     INTER_HEADER,
     KG_HEADER,
@@ -18,7 +20,6 @@ from kgglm.data.large_synthetic import (
     make_large_data,
     write_large_synthetic,
 )
-from kgglm.data.loader import load_dataset
 
 SCALE = 0.01  # 700 users, 250 items, 8.5k interactions, 890 KG entities, 25k triples
 
@@ -112,7 +113,7 @@ def test_loads_through_the_loader_with_the_generated_counts(written, data):
     assert ds.stats["linked_items_in_kg"] == spec.n_items
     assert sum(len(ds.splits[s]) for s in ("train", "valid", "test")) == spec.n_interactions
     assert len(ds.eval_users("test")) == spec.n_users  # every user has >= 5 items, so a test item
-    assert ds.graph.is_symmetric()
+    assert is_symmetric(ds.graph)
 
 
 def test_command_line(tmp_path, capsys):

@@ -12,7 +12,7 @@ Two generators:
   Knowledge-aware models should beat pure collaborative filtering there.
 
 :func:`write_atomic` writes either as RecBole/hopwise atomic files, so ``kgglm run --dataset NAME
---data-path FOLDER`` loads them; ``python -m kgglm.data.synthetic --out DIR`` does it from a shell.
+--data-path FOLDER`` loads them; ``python -m kgglm.synthetic.small --out DIR`` does it from a shell.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from kgglm import durable
 from kgglm.data.dataset import SPLITS, Dataset, Interactions, build_graph
 from kgglm.data.loader import load_dataset
 
@@ -252,14 +253,14 @@ def _write_tables(tables: dict[str, tuple[str, list]], directory: Path, name: st
     directory.mkdir(parents=True, exist_ok=True)
     for ext, (header, rows) in tables.items():
         lines = [header] + ["\t".join(map(str, row)) for row in rows]
-        (directory / f"{name}.{ext}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        durable.write_text(directory / f"{name}.{ext}", "\n".join(lines) + "\n")
     return directory
 
 
 # --------------------------------------------------------------------------------- command line
 def main(argv: list[str] | None = None) -> Path:
-    """``python -m kgglm.data.synthetic --out DIR [--n-users 600 ...]``: write a knowledge dataset."""
-    parser = argparse.ArgumentParser(prog="python -m kgglm.data.synthetic", description=(
+    """``python -m kgglm.synthetic.small --out DIR [--n-users 600 ...]``: write a knowledge dataset."""
+    parser = argparse.ArgumentParser(prog="python -m kgglm.synthetic.small", description=(
         "Write the synthetic knowledge-signal dataset (make_knowledge_dataset) as atomic files in OUT/NAME/; "
         "load it with: kgglm run --dataset NAME --data-path OUT"))
     parser.add_argument("--out", required=True, help="folder that receives NAME/ (the --data-path to use)")

@@ -19,7 +19,7 @@ are integers like KGAT's remapped files: users ``0..U-1``, items ``0..I-1``, ite
 to entity ``i``, other entities are ``I..``; relations are ``r00..``. Written as RecBole atomic
 files ``OUT/NAME/NAME.{inter,kg,link}``; load with ``load_dataset(NAME, data_path=OUT)``.
 
-    python -m kgglm.data.large_synthetic --out /tmp/scale [--scale 1.0] [--seed 0] [--name amazon-book-synth]
+    python -m kgglm.synthetic.large --out /tmp/scale [--scale 1.0] [--seed 0] [--name amazon-book-synth]
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from kgglm import durable
 
 INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
 KG_HEADER = "head_id:token\trelation_id:token\ttail_id:token"
@@ -260,12 +262,10 @@ def make_large_data(scale: float = 1.0, seed: int = 0, spec: LargeSpec | None = 
 
 # ----------------------------------------------------------------------------------------- writing
 def _write(path: Path, header: str, columns: dict[str, np.ndarray]) -> None:
-    """Tab-separated file with an atomic header; written to a temporary name then renamed."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    """Tab-separated file with an atomic header; written durably (:mod:`kgglm.durable`)."""
+    with durable.open_atomic(path, "w", newline="\n") as f:
         f.write(header + "\n")
         pd.DataFrame(columns).to_csv(f, sep="\t", header=False, index=False, lineterminator="\n")
-    tmp.replace(path)
 
 
 def write_large_synthetic(out: str | Path, *, scale: float = 1.0, seed: int = 0, name: str = DEFAULT_NAME,
@@ -287,8 +287,8 @@ def write_large_synthetic(out: str | Path, *, scale: float = 1.0, seed: int = 0,
 
 
 def main(argv: list[str] | None = None) -> Path:
-    """``python -m kgglm.data.large_synthetic --out DIR [--scale S] [--seed N] [--name NAME]``."""
-    parser = argparse.ArgumentParser(prog="python -m kgglm.data.large_synthetic", description=(
+    """``python -m kgglm.synthetic.large --out DIR [--scale S] [--seed N] [--name NAME]``."""
+    parser = argparse.ArgumentParser(prog="python -m kgglm.synthetic.large", description=(
         "Write an Amazon-book-sized synthetic data set as atomic files in OUT/NAME/; load it with "
         "kgglm.data.load_dataset(NAME, data_path=OUT) or kgglm run --dataset NAME --data-path OUT"))
     parser.add_argument("--out", required=True, help="folder that receives NAME/ (the data path to use)")
