@@ -26,7 +26,6 @@ download does (temporary files, SHA-256 recorded, ``NAME.inter`` moved in last) 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -120,7 +119,8 @@ def build_ml100k_dbpedia(data_path: str | Path | None = None, root: str | Path |
     ``root``: where to write (default: ``data_path``, else ``$KGGLM_DATA``, else the per-user cache);
     a read-only root falls back to the per-user cache, with a log line saying where.
     """
-    from kgglm.data.download import _sha256, _write_json, _write_table, resolve_dataset
+    from kgglm import durable
+    from kgglm.data.download import _sha256, _write_table, resolve_dataset
 
     sources = {}
     for name in SOURCES:
@@ -145,13 +145,13 @@ def build_ml100k_dbpedia(data_path: str | Path | None = None, root: str | Path |
         _write_table(stage / f"{NAME}.link", "item_id:token\tentity_id:token", frames["link"])
         _write_table(stage / f"{NAME}.kg", "head_id:token\trelation_id:token\ttail_id:token", frames["kg"])
         _write_table(stage / f"{NAME}.unmatched.tsv", "item_id\ttitle\tyear\tstatus\tnote", frames["unmatched"])
-        (stage / f"{NAME}.report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+        durable.write_json(stage / f"{NAME}.report.json", report, indent=2)
         built = sorted(stage.iterdir(), key=lambda p: p.suffix == ".inter")  # .inter last: it marks "complete"
         sums = {"zips": {}, "files": {p.name: _sha256(p) for p in built}}
         for path in built[:-1]:
-            os.replace(path, target / path.name)
-        _write_json(target / CHECKSUM_FILE, sums)
-        os.replace(built[-1], target / built[-1].name)
+            durable.move(path, target / path.name)
+        durable.write_json(target / CHECKSUM_FILE, sums, indent=2, sort_keys=True)
+        durable.move(built[-1], target / built[-1].name)
     logger.info("built %s in %s: %d of %d items linked, %.1f%% of interactions covered; unmatched in %s",
                 NAME, target, report["items_linked"], report["items"], 100 * report["interactions_covered"],
                 target / f"{NAME}.unmatched.tsv")
