@@ -230,8 +230,10 @@ def test_torchrun_run_writes_one_run_directory_and_matches_one_process(launched)
     runs = [p for p in (root / "two").iterdir() if p.is_dir()]
     assert len(runs) == 1, runs  # rank 1 made no run directory of its own
     run_dir = runs[0]
-    assert sorted(p.name for p in run_dir.iterdir() if p.is_file()) == \
-        ["config.yaml", "recommendations.jsonl", "result.json", "run.log"]
+    names = sorted(p.name for p in run_dir.iterdir() if p.is_file())
+    report = [n for n in names if n == "report.html" or n.endswith(".png")]  # the run report (rank 0 alone)
+    assert "report.html" in report
+    assert [n for n in names if n not in report] == ["config.yaml", "recommendations.jsonl", "result.json", "run.log"]
     assert ckpt.read_info(run_dir / "checkpoint" / "best")["meta"]["world_size"] == WORLD  # really 2 processes
     two = RunResult.load(run_dir)
     assert two.test_result["n_users"] == one.test_result["n_users"]
