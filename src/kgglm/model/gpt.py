@@ -284,8 +284,8 @@ class KGGLM(nn.Module):
         Training rows hide their own target item (else predicting it is copying) and a random
         ``history_dropout`` share of the rest; the offset is ``hproj(sum of shown embeddings / sqrt(n))``."""
         lo, hi = self.user_range
-        user = torch.where((first >= lo) & (first < hi), first - lo, 0)
         is_user = (first >= lo) & (first < hi)
+        user = torch.where(is_user, first - lo, 0)
         start = self.hist_indptr[user]
         counts = torch.where(is_user, self.hist_indptr[user + 1] - start, 0)
         row = torch.repeat_interleave(torch.arange(first.shape[0], device=first.device), counts)
