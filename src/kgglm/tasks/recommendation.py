@@ -40,6 +40,7 @@ from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.model.init import no_weight_init
 from kgglm.paths.corpus import PathSampleConfig, stage_corpus
 from kgglm.paths.vocab import VOCAB_FILE, Vocabulary
+from kgglm.tasks.history_expert import choose_history_weight, fit_expert
 from kgglm.tasks.ranking import evaluate_model
 from kgglm.train import checkpoint as ckpt
 from kgglm.train.trainer import TrainConfig, train
@@ -134,7 +135,7 @@ def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathL
     tokens = stage_corpus(data, vocab, PathSampleConfig.from_config(config), "finetune")
     logger.info("finetune corpus: %d user paths", tokens.shape[0])
     model_config = ModelConfig.from_config(config, vocab_size=vocab.size, n_positions=tokens.shape[1])
-    if model_config.user_history and model_config.history_loss_weight > 0:
+    if (model_config.user_history and model_config.history_loss_weight > 0) or model_config.history_expert_dim:
         model_config = dataclasses.replace(model_config, history_items=vocab.n_items)
     if pre_model_path is None:
         model = KGGLM(model_config, torch.from_numpy(vocab.token_types())).to(config.device)
@@ -144,6 +145,7 @@ def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathL
     attach_history(model, data, vocab)
     generation = PathGenerationConfig.from_config(config)
     settings = EvalConfig.from_config(config)
+    expert_fit = fit_expert(model, data, vocab, config, settings)
 
     def evaluate_fn(m: KGGLM) -> tuple[float, dict]:
         ev = evaluate_model(m, data, "valid", settings, vocab=vocab, generation=generation)
@@ -154,14 +156,19 @@ def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathL
                evaluate_fn=evaluate_fn)
     best = tr.best_checkpoint or tr.last_checkpoint
     ckpt.load_weights(model, best)
+    if expert_fit is not None:
+        generation = choose_history_weight(model, data, vocab, config, settings, generation, tr.best_score)
+        _record_generation(best, model, vocab, generation)
     test = evaluate_model(model, data, "test", settings, vocab=vocab, generation=generation,
                           show_progress=config["show_progress"])
     result = FinetuneResult(checkpoint=str(best), best_valid_score=tr.best_score, best_valid_result=tr.best_metrics,
                             test_result=test.metrics, history=tr.history,
                             train_stats=_train_stats(tr, tokens.shape[0]), recommendations=test.recommendations)
+    if expert_fit is not None:
+        result.train_stats["history_expert"] = {**expert_fit.to_dict(), "history_weight": generation.history_weight}
     if not distributed.is_main():  # [distributed] rank 0 alone exports (and explains)
         return result
-    export = export_recommendations(model, data, vocab, config, test, settings)
+    export = export_recommendations(model, data, vocab, config, test, settings, generation)
     if config["export_recommendations"]:
         path = write_recommendations(export, data, vocab, run_dir / RECOMMENDATIONS_FILE, config["relation_phrases"])
         result.files["recommendations"] = str(path)
@@ -173,10 +180,22 @@ def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathL
     return result
 
 
+def _record_generation(path, model: KGGLM, vocab: Vocabulary, generation: PathGenerationConfig) -> None:
+    """Rewrite checkpoint ``path`` (atomically) with the ``history_weight`` chosen on valid in its saved
+    config, so that ``kgglm evaluate``/``recommend``/``serve`` rank as the run did."""
+    info = ckpt.read_info(path)
+    meta = dict(info["meta"])
+    saved = dict(meta.get(CONFIG_META_KEY) or {})
+    saved["path_generation_args"] = {**(saved.get("path_generation_args") or {}),
+                                     "history_weight": generation.history_weight}
+    meta[CONFIG_META_KEY] = saved
+    ckpt.save_checkpoint(path, model, vocab, train_config=info.get("training"), meta=meta)
+
+
 def attach_history(model: KGGLM, data: Dataset, vocab: Vocabulary) -> None:
     """Give a history-conditioned model its users' *training* items (never valid/test: the history is
     the model's input when it ranks valid and test items too); a no-op for other models."""
-    if not model.config.user_history:
+    if not (model.config.user_history or model.config.history_expert_dim):
         return
     indptr, items = data.split_items("train")
     lo = vocab.node_offset
@@ -186,10 +205,10 @@ def attach_history(model: KGGLM, data: Dataset, vocab: Vocabulary) -> None:
 
 
 def export_recommendations(model, data: Dataset, vocab: Vocabulary, config: Config, test: Evaluation,
-                           settings: EvalConfig) -> Recommendations:
+                           settings: EvalConfig, generation: PathGenerationConfig | None = None) -> Recommendations:
     """The test lists to export: the evaluated ones, or a separate decode when the export asks for
     more items per user (``export_topk``/``paths_per_user``); the metrics never depend on it."""
-    generation = PathGenerationConfig.from_config(config)
+    generation = generation or PathGenerationConfig.from_config(config)
     want = max(int(config["export_topk"] or 0), int(generation.paths_per_user or 0))
     if want <= test.recommendations.topk:
         return test.recommendations
