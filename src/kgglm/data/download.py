@@ -50,7 +50,8 @@ from kgglm.data.atomic import DatasetError, read_atomic
 from kgglm.data.locate import CHECKSUM_FILE, cache_dir, candidate_roots, find_dataset, valid_name
 
 __all__ = ["CHECKSUM_FILE", "KNOWN_DATASETS", "cache_dir", "candidate_roots", "convert_kb4rec", "download_dataset",
-           "download_url", "resolve_dataset", "verify_checksums"]
+           "download_url", "install", "obtain", "prepare_folder", "remove_empty", "resolve_dataset", "verify_checksums",
+           "writable_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,10 +104,14 @@ def resolve_dataset(
         return folder
     roots = candidate_roots(data_path)
     searched = ", ".join(str(r / name) for r in roots)
-    if name == "ml-100k-dbpedia":  # built from two other data sets, not downloaded
+    if name == "ml-100k-dbpedia":  # built from two other data sets (each found or downloaded)
         from kgglm.data.dbpedia_link import build_ml100k_dbpedia
 
         return build_ml100k_dbpedia(data_path, download=download, show_progress=show_progress)
+    if name == "ml1m" and download:  # the paper's files, from its repository
+        from kgglm.data.paper_ml1m import download_ml1m
+
+        return download_ml1m(roots[0], show_progress=show_progress)
     if name not in KNOWN_DATASETS:
         raise DatasetError(
             f"dataset '{name}': {name}.inter not found in {searched}; expected a folder DATA_PATH/{name}/ "
@@ -136,9 +141,7 @@ def download_dataset(
         show_progress: show pooch's download progress bar.
     """
     spec = KNOWN_DATASETS[name]
-    folder = Path(root) / name
-    created = [p for p in (folder, *folder.parents) if not p.exists()]  # the folders this call makes
-    folder.mkdir(parents=True, exist_ok=True)
+    folder, created = prepare_folder(Path(root), name)
     try:
         sums = _load_checksums(folder)
         base = download_url(base_url)
@@ -146,27 +149,26 @@ def download_dataset(
             stage = Path(tmp) / "out"
             stage.mkdir()
             zips, urls = {}, [f"{base}/{spec.atomic_zip}", f"{base}/{spec.kg_zip}"]
+            offline = (f"could not download {name} from {{url}} ({{exc}}). Offline? Either fetch {' and '.join(urls)} "
+                       f"by hand and put both zips, unopened, in {folder}/ (they are converted from there on the "
+                       f"next run), or put ready atomic files {name}.inter, {name}.kg and {name}.link (e.g. the "
+                       f"ml-100k folder that RecBole/hopwise ship in dataset_example/) in DIR/{name}/ and pass "
+                       f"--data-path DIR or set KGGLM_DATA=DIR")
+            mismatch = (f"Expected the SHA-256 recorded at the first download in {folder / CHECKSUM_FILE} (delete "
+                        "that file to accept a new upstream file)")
             for rel_url, url in zip((spec.atomic_zip, spec.kg_zip), urls):
                 want = (hashes or {}).get(Path(rel_url).name) or sums["zips"].get(rel_url)
-                zips[rel_url] = _obtain(name, urls, url, want, folder, Path(tmp), show_progress)
+                zips[rel_url] = obtain(url, want, folder / Path(url).name, Path(tmp), show_progress=show_progress,
+                                       offline=offline, mismatch=mismatch)
                 sums["zips"][rel_url] = _sha256(zips[rel_url])
             _extract_atomic(zips[spec.atomic_zip], name, stage, f"{base}/{spec.atomic_zip}")
             n_links, n_triples = convert_kb4rec(zips[spec.kg_zip], stage / f"{name}.inter", stage, name, hop=spec.hop)
             logger.info("%s: linked %d items, kept %d KG triples (hop %d)", name, n_links, n_triples, spec.hop)
             if spec.caveat:
                 logger.warning("%s: %s", name, spec.caveat)
-            built = sorted(stage.iterdir(), key=lambda p: p.suffix == ".inter")  # .inter last: it marks "complete"
-            sums["files"] = {p.name: _sha256(p) for p in built}
-            for path in built[:-1]:
-                durable.move(path, folder / path.name)
-            durable.write_json(folder / CHECKSUM_FILE, sums, indent=2, sort_keys=True)
-            durable.move(built[-1], folder / built[-1].name)
+            install(name, stage, folder, sums["zips"])
     except BaseException:
-        for path in created:  # deepest first: a failed first download leaves no empty folders behind
-            try:
-                path.rmdir()
-            except OSError:
-                break
+        remove_empty(created)
         raise
     logger.info("built %s in %s", name, folder)
     return folder
@@ -230,15 +232,16 @@ def verify_checksums(folder: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------- internals
-def _obtain(name: str, urls: list[str], url: str, want: str | None, folder: Path, tmp: Path,
-            show_progress: bool) -> Path:
-    """A zip from ``folder`` when the user put it there by hand, else downloaded by pooch into ``tmp``.
+def obtain(url: str, want: str | None, local: Path, tmp: Path, *, show_progress: bool, offline: str,
+           mismatch: str) -> Path:
+    """``local`` when the user put the file there by hand, else ``url`` downloaded by pooch into ``tmp``.
 
+    ``want`` is the expected SHA-256 (None: unchecked); ``offline`` is the error message when the download
+    fails (``{url}`` and ``{exc}`` are filled in) and ``mismatch`` says where ``want`` comes from.
     pooch rather than urllib: it streams to a temporary file, checks the hash and only then renames,
     which is exactly the "nothing half-written" rule, with a tqdm progress bar; it costs one small
     pure-Python dependency (plus ``requests``, which it brings).
     """
-    local = folder / Path(url).name
     if local.is_file():
         if want and _sha256(local) != want:
             raise DatasetError(f"{local}: SHA-256 {_sha256(local)} differs from the expected {want}; "
@@ -250,16 +253,58 @@ def _obtain(name: str, urls: list[str], url: str, want: str | None, folder: Path
         return Path(pooch.retrieve(url, known_hash=f"sha256:{want}" if want else None, fname=local.name,
                                    path=tmp, downloader=downloader))
     except ValueError as exc:  # pooch's hash mismatch; it has already deleted the download
-        raise DatasetError(f"{url}: {exc} Expected the SHA-256 recorded at the first download in "
-                           f"{folder / CHECKSUM_FILE} (delete that file to accept a new upstream file)") from None
+        raise DatasetError(f"{url}: {exc} {mismatch}") from None
     except OSError as exc:  # requests' errors are OSErrors too: no network, refused, HTTP 404...
-        raise DatasetError(
-            f"could not download {name} from {url} ({exc}). Offline? Either fetch "
-            f"{' and '.join(urls)} by hand and put both "
-            f"zips, unopened, in {folder}/ (they are converted from there on the next run), or put ready "
-            f"atomic files {name}.inter, {name}.kg and {name}.link (e.g. the ml-100k folder that "
-            f"RecBole/hopwise ship in dataset_example/) in DIR/{name}/ and pass --data-path DIR or set "
-            f"KGGLM_DATA=DIR") from None
+        raise DatasetError(offline.replace("{url}", url).replace("{exc}", str(exc))) from None
+
+
+def install(name: str, stage: Path, folder: Path, sources: Mapping[str, str]) -> None:
+    """Move every file of ``stage`` into ``folder``, ``NAME.inter`` last (it marks the data set complete),
+    recording their SHA-256 and the ``sources``' (file name to SHA-256) in :data:`CHECKSUM_FILE` before it."""
+    built = sorted(stage.iterdir(), key=lambda p: p.name == f"{name}.inter")
+    if not built or built[-1].name != f"{name}.inter":
+        raise DatasetError(f"{stage}: no {name}.inter was built; expected the atomic files of {name}")
+    sums = {"zips": dict(sources), "files": {p.name: _sha256(p) for p in built}}
+    for path in built[:-1]:
+        durable.move(path, folder / path.name)
+    durable.write_json(folder / CHECKSUM_FILE, sums, indent=2, sort_keys=True)
+    durable.move(built[-1], folder / built[-1].name)
+
+
+def writable_folder(folder: Path) -> Path | None:
+    """``folder``, created if needed, when a file can be written in it; else None."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        return None
+    return folder
+
+
+def prepare_folder(root: Path, name: str) -> tuple[Path, list[Path]]:
+    """``ROOT/NAME``, created, or the per-user cache's ``NAME`` folder when ROOT is read-only (logged), and
+    the folders this call made, deepest first (for :func:`remove_empty` when the download fails)."""
+    for base in dict.fromkeys([root, cache_dir()]):
+        folder = base / name
+        created = [p for p in (folder, *folder.parents) if not p.exists()]
+        if writable_folder(folder) is not None:
+            if base != root:
+                logger.warning("%s: %s is read-only; downloading into the per-user cache %s", name, root, folder)
+            return folder, created
+        remove_empty(created)
+    raise DatasetError(f"{name}: cannot write to {root / name} nor {cache_dir() / name}; expected a writable "
+                       "data root (pass --data-path DIR or set XDG_CACHE_HOME)")
+
+
+def remove_empty(created: list[Path]) -> None:
+    """Remove the folders in ``created`` (deepest first) while they are empty: a failed first download
+    leaves no empty folders behind."""
+    for path in created:
+        try:
+            path.rmdir()
+        except OSError:
+            break
 
 
 def _extract_atomic(zip_path: Path, name: str, stage: Path, url: str) -> None:
