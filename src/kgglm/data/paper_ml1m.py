@@ -39,8 +39,7 @@ from pathlib import Path
 import pandas as pd
 
 from kgglm.data.atomic import DatasetError
-from kgglm.data.download import (KG_HEADER, LINK_HEADER, _write_table, install, obtain, prepare_folder,
-                                 remove_empty)
+from kgglm.data.download import KG_HEADER, LINK_HEADER, _write_table, install, obtain, prepare_folder, remove_empty
 
 __all__ = ["DEFAULT_URL", "NAME", "SOURCES", "URL_ENV", "convert_paper_ml1m", "download_ml1m", "ml1m_url"]
 
