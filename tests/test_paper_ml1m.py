@@ -237,3 +237,10 @@ def test_ml100k_dbpedia_from_the_two_downloads(server, env, tmp_path, monkeypatc
     shutil.rmtree(folder)
     assert resolve_dataset("ml-100k-dbpedia", root, show_progress=False) == folder  # rebuilt from the two on disk
     assert len(requests) == len(SOURCES) + 2
+
+
+def test_no_download_when_downloading_is_off(server):
+    _, requests = server
+    with pytest.raises(DatasetError, match=r"dataset 'ml1m': not found in .* and downloading is off"):
+        resolve_dataset("ml1m", download=False)
+    assert requests == []

@@ -1,4 +1,4 @@
-"""Find a dataset's atomic files by name; download and build the known ones (``ml-100k``) when absent.
+"""Find a dataset's atomic files by name; download and build the known ones (``ml-100k``, ``ml1m``) when absent.
 
 Where a dataset ``NAME`` is looked for, first match wins:
 
@@ -8,7 +8,10 @@ Where a dataset ``NAME`` is looked for, first match wins:
 3. the per-user cache ``$XDG_CACHE_HOME/kgglm`` (default ``~/.cache/kgglm``).
 
 When not found and ``NAME`` is a known dataset, it is built in ``ROOT/NAME/`` under the first of those
-roots that was given (so ``--data-path`` also says where to download):
+roots that was given (so ``--data-path`` also says where to download; a read-only root falls back to the
+per-user cache, logged). ``ml1m`` comes from the paper's repository (:mod:`kgglm.data.paper_ml1m`, with
+pinned SHA-256 sums), ``ml-100k-dbpedia`` is built from ``ml-100k`` and ``ml1m`` (found or downloaded,
+:mod:`kgglm.data.dbpedia_link`); ``ml-100k`` is built from RecBole's archives:
 
 * RecBole's processed zip (``ProcessedDatasets/MovieLens/ml-100k.zip``) gives ``NAME.inter``,
   ``.item`` and ``.user`` as they are;
@@ -108,17 +111,17 @@ def resolve_dataset(
         from kgglm.data.dbpedia_link import build_ml100k_dbpedia
 
         return build_ml100k_dbpedia(data_path, download=download, show_progress=show_progress)
-    if name == "ml1m" and download:  # the paper's files, from its repository
-        from kgglm.data.paper_ml1m import download_ml1m
-
-        return download_ml1m(roots[0], show_progress=show_progress)
-    if name not in KNOWN_DATASETS:
+    if name not in KNOWN_DATASETS and name != "ml1m":
         raise DatasetError(
             f"dataset '{name}': {name}.inter not found in {searched}; expected a folder DATA_PATH/{name}/ "
             f"with atomic files {name}.inter, {name}.kg and {name}.link (pass --data-path DATA_PATH or "
             f"set KGGLM_DATA)")
     if not download:
         raise DatasetError(f"dataset '{name}': not found in {searched} and downloading is off")
+    if name == "ml1m":  # the paper's files, from its repository
+        from kgglm.data.paper_ml1m import download_ml1m
+
+        return download_ml1m(roots[0], show_progress=show_progress)
     return download_dataset(name, roots[0], show_progress=show_progress)
 
 
