@@ -21,7 +21,7 @@ from download_helpers import (
     write_zip,
 )
 
-from kgglm.data import DatasetError, download, load_dataset, paper_ml1m
+from kgglm.data import DatasetError, fetch, load_dataset, paper_ml1m
 from kgglm.data.download import CHECKSUM_FILE, resolve_dataset
 from kgglm.data.paper_ml1m import DBPEDIA, SOURCES, convert_paper_ml1m
 
@@ -213,8 +213,8 @@ def test_offline_files_put_by_hand(tmp_path, env, monkeypatch):
 
 def test_read_only_root_downloads_into_the_cache(server, env, tmp_path, monkeypatch, caplog):
     root = tmp_path / "readonly"
-    real = download.writable_folder
-    monkeypatch.setattr(download, "writable_folder", lambda f: None if root in f.parents else real(f))
+    real = fetch.writable_folder
+    monkeypatch.setattr(fetch, "writable_folder", lambda f: None if root in f.parents else real(f))
     with caplog.at_level("WARNING"):
         assert resolve_dataset("ml1m", root, show_progress=False) == env
     assert "read-only" in caplog.text and not root.exists()

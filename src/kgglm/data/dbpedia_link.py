@@ -38,8 +38,9 @@ import numpy as np
 import pandas as pd
 
 from kgglm import durable
-from kgglm.data.atomic import DatasetError, read_atomic
-from kgglm.data.download import _write_table, install, resolve_dataset, writable_folder
+from kgglm.data.atomic import read_atomic
+from kgglm.data.download import resolve_dataset
+from kgglm.data.fetch import install, prepare_folder, write_table
 from kgglm.data.locate import cache_dir, find_dataset
 
 logger = logging.getLogger(__name__)
@@ -128,12 +129,7 @@ def build_ml100k_dbpedia(data_path: str | Path | None = None, root: str | Path |
             folder = resolve_dataset(name, data_path, download=download, show_progress=show_progress)
         sources[name] = folder
     roots = [Path(p) for p in (root, data_path, os.environ.get("KGGLM_DATA")) if p] + [cache_dir()]
-    target = writable_folder(roots[0] / NAME) or writable_folder(cache_dir() / NAME)
-    if target is None:
-        raise DatasetError(f"{NAME}: cannot write to {roots[0] / NAME} nor {cache_dir() / NAME}; expected a "
-                           "writable data root (pass --data-path DIR or set XDG_CACHE_HOME)")
-    if target.parent != roots[0]:
-        logger.warning("%s: %s is read-only; building into the per-user cache %s", NAME, roots[0], target)
+    target, _ = prepare_folder(roots[0], NAME)  # a read-only root: the per-user cache (logged)
     frames, report = link_frames(sources["ml-100k"], sources["ml1m"])
     with tempfile.TemporaryDirectory(dir=target, prefix=".build-") as tmp:
         stage = Path(tmp)
@@ -141,9 +137,9 @@ def build_ml100k_dbpedia(data_path: str | Path | None = None, root: str | Path |
             src = sources["ml-100k"] / f"ml-100k{suffix}"
             if src.is_file():
                 shutil.copyfile(src, stage / f"{NAME}{suffix}")
-        _write_table(stage / f"{NAME}.link", "item_id:token\tentity_id:token", frames["link"])
-        _write_table(stage / f"{NAME}.kg", "head_id:token\trelation_id:token\ttail_id:token", frames["kg"])
-        _write_table(stage / f"{NAME}.unmatched.tsv", "item_id\ttitle\tyear\tstatus\tnote", frames["unmatched"])
+        write_table(stage / f"{NAME}.link", "item_id:token\tentity_id:token", frames["link"])
+        write_table(stage / f"{NAME}.kg", "head_id:token\trelation_id:token\ttail_id:token", frames["kg"])
+        write_table(stage / f"{NAME}.unmatched.tsv", "item_id\ttitle\tyear\tstatus\tnote", frames["unmatched"])
         durable.write_json(stage / f"{NAME}.report.json", report, indent=2)
         install(NAME, stage, target, {})
     logger.info("built %s in %s: %d of %d items linked, %.1f%% of interactions covered; unmatched in %s",

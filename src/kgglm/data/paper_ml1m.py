@@ -39,7 +39,8 @@ from pathlib import Path
 import pandas as pd
 
 from kgglm.data.atomic import DatasetError
-from kgglm.data.download import KG_HEADER, LINK_HEADER, _write_table, install, obtain, prepare_folder, remove_empty
+from kgglm.data.download import KG_HEADER, LINK_HEADER
+from kgglm.data.fetch import install, obtain, prepare_folder, remove_empty, write_table
 
 __all__ = ["DEFAULT_URL", "NAME", "SOURCES", "URL_ENV", "convert_paper_ml1m", "download_ml1m", "ml1m_url"]
 
@@ -137,7 +138,7 @@ def convert_paper_ml1m(src: str | Path, out: str | Path, name: str = NAME) -> di
             "head": _lookup(kept["entity_head"], entities, src / file, "entity_head", "e_map.txt eid"),
             "relation": _lookup(kept["relation"], relations, src / file, "relation", "r_map.txt id"),
             "tail": _lookup(kept["entity_tail"], entities, src / file, "entity_tail", "e_map.txt eid")})
-        _write_table(out / f"{name}.{suffix}", KG_HEADER, triples)
+        write_table(out / f"{name}.{suffix}", KG_HEADER, triples)
         counts[f"{name}.{suffix}"], counts[f"{file} duplicates dropped"] = len(triples), len(raw) - len(kept)
     i2kg = _read(src / "i2kg_map.txt", ["eid", "pid"])
     _unique(i2kg["pid"], src / "i2kg_map.txt", "pid")
@@ -148,13 +149,13 @@ def convert_paper_ml1m(src: str | Path, out: str | Path, name: str = NAME) -> di
     tables = {"link": (LINK_HEADER, link), "item": (ITEM_HEADER, _tokens(products, ["pid", "genre"])),
               "user": (USER_HEADER, _tokens(users, ["uid", "gender", "age"]))}
     for suffix, (header, frame) in tables.items():
-        _write_table(out / f"{name}.{suffix}", header, frame)
+        write_table(out / f"{name}.{suffix}", header, frame)
         counts[f"{name}.{suffix}"] = len(frame)
     splits = _splits(src)
     for split, frame in splits.items():
-        _write_table(out / f"{name}.{split}.inter", INTER_HEADER, frame)
+        write_table(out / f"{name}.{split}.inter", INTER_HEADER, frame)
         counts[f"{name}.{split}.inter"] = len(frame)
-    _write_table(out / f"{name}.inter", INTER_HEADER, pd.concat(list(splits.values()), ignore_index=True))
+    write_table(out / f"{name}.inter", INTER_HEADER, pd.concat(list(splits.values()), ignore_index=True))
     counts[f"{name}.inter"] = sum(counts[f"{name}.{s}.inter"] for s in splits)
     return counts
 
