@@ -126,7 +126,7 @@ def test_run_fits_the_expert_chooses_the_weight_on_valid_and_the_checkpoint_rank
     root = write_atomic_dataset(tmp_path / "data")
     grid = [0.0, 1.0, 5.0]
     cfg = {**TINY, "data_path": str(root), "checkpoint_dir": str(tmp_path / "saved"), "baselines": [],
-           "pretrain_epochs": 0,
+           "pretrain_epochs": 1,
            "history_expert_args": {"dim": 8, "epochs": 20, "eval_step": 5, "weight_grid": grid}}
     res = run_pipeline("KGGLM", "toy", config_dict=cfg)
     stats = res.train_stats["history_expert"]

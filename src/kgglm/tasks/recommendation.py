@@ -117,6 +117,8 @@ def pretrain_stage(config: Config, data: Dataset, ckpt_dir: Path) -> PretrainRes
     tokens = stage_corpus(data, vocab, sampling, "pretrain")
     logger.info("pretrain corpus: %d paths of up to %d tokens", tokens.shape[0], tokens.shape[1])
     model_config = ModelConfig.from_config(config, vocab_size=vocab.size, n_positions=sampling.context_length)
+    # the history expert reads users' items: not a pre-training part (fine-tuning adds it, fresh)
+    model_config = dataclasses.replace(model_config, history_expert_dim=0)
     model = KGGLM(model_config, torch.from_numpy(vocab.token_types()))
     logger.info("model: %.2fM parameters", model.num_parameters() / 1e6)
     tr = train(model, tokens, TrainConfig.from_config(config, "pretrain"), checkpoint_dir=ckpt_dir, vocab=vocab,
