@@ -61,13 +61,14 @@ def fit_expert(model, data: Dataset, vocab: Vocabulary, config: Mapping[str, Any
 
 
 def choose_history_weight(model, data: Dataset, vocab: Vocabulary, config: Mapping[str, Any],
-                          settings: EvalConfig, generation: PathGenerationConfig,
-                          current_score: float | None) -> PathGenerationConfig:
-    """``generation`` with the ``history_weight`` of ``history_expert_args.weight_grid`` that scores
-    best on valid (``current_score``: the valid score of ``generation``'s own weight, already known;
-    a tie keeps the earlier weight). An empty grid keeps ``generation``."""
+                          settings: EvalConfig, generation: PathGenerationConfig, current_score: float | None,
+                          current_metrics: dict | None) -> tuple[PathGenerationConfig, float | None, dict | None]:
+    """``(generation, valid score, valid metrics)`` with the ``history_weight`` of
+    ``history_expert_args.weight_grid`` that scores best on valid. ``current_score``/``current_metrics``:
+    valid of ``generation``'s own weight, already known (a tie keeps the earlier weight). An empty
+    grid keeps ``generation``."""
     grid = [float(w) for w in (config.get("history_expert_args") or {}).get("weight_grid") or []]
-    best_w, best = generation.history_weight, current_score
+    best_w, best, metrics = generation.history_weight, current_score, current_metrics
     for w in grid:
         if w == generation.history_weight and current_score is not None:
             continue
@@ -75,6 +76,6 @@ def choose_history_weight(model, data: Dataset, vocab: Vocabulary, config: Mappi
                             generation=generation.replace(history_weight=w))
         logger.info("history_weight %g: valid %s %.4f", w, settings.valid_metric, ev.score)
         if best is None or ev.score > best:
-            best_w, best = w, ev.score
+            best_w, best, metrics = w, ev.score, ev.metrics
     logger.info("history_weight %g chosen on valid (%s)", best_w, f"{best:.4f}" if best is not None else "n/a")
-    return generation.replace(history_weight=best_w)
+    return generation.replace(history_weight=best_w), best, metrics

@@ -158,12 +158,14 @@ def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathL
                evaluate_fn=evaluate_fn)
     best = tr.best_checkpoint or tr.last_checkpoint
     ckpt.load_weights(model, best)
-    if expert_fit is not None:
-        generation = choose_history_weight(model, data, vocab, config, settings, generation, tr.best_score)
+    valid_score, valid_metrics = tr.best_score, tr.best_metrics
+    if expert_fit is not None:  # the valid figures are then the chosen weight's
+        generation, valid_score, valid_metrics = choose_history_weight(model, data, vocab, config, settings,
+                                                                       generation, valid_score, valid_metrics)
         _record_generation(best, model, vocab, generation)
     test = evaluate_model(model, data, "test", settings, vocab=vocab, generation=generation,
                           show_progress=config["show_progress"])
-    result = FinetuneResult(checkpoint=str(best), best_valid_score=tr.best_score, best_valid_result=tr.best_metrics,
+    result = FinetuneResult(checkpoint=str(best), best_valid_score=valid_score, best_valid_result=valid_metrics,
                             test_result=test.metrics, history=tr.history,
                             train_stats=_train_stats(tr, tokens.shape[0]), recommendations=test.recommendations)
     if expert_fit is not None:
