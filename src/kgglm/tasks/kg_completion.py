@@ -20,8 +20,9 @@ Each stage returns a frozen result (:class:`KGPretrainResult`, :class:`KGFinetun
 
 Prediction scores every candidate tail (all item and entity nodes) by the model's next-token
 log-probability after the prompt ``[BOS] h r`` (:class:`~kgglm.evaluate.kg_ranking.TailScorer`):
-one forward pass of 3 tokens per batch of queries, a full ranking, no beam search. Metrics: :mod:`kgglm.evaluate.kg_ranking` (filtered, realistic
-ranks; test filters train + valid + test, valid filters train + valid).
+one forward pass of 3 tokens per batch of queries, a full ranking, no beam search. Metrics:
+:mod:`kgglm.evaluate.kg_ranking` (filtered, realistic ranks; test filters train + valid + test,
+valid filters train + valid).
 """
 
 from __future__ import annotations
