@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,8 +29,6 @@ from kgglm import distributed, durable
 from kgglm.config import Config, ConfigError
 from kgglm.logging_utils import log_to_file
 from kgglm.runs import make_run_dir, seed_everything
-from kgglm.tasks.kg_completion import TASK as KG_COMPLETION
-from kgglm.tasks.kg_completion import KGCompletionResult, run_kg_completion
 from kgglm.tasks.recommendation import (
     PRETRAIN_DIR,
     BaselineResult,
@@ -40,11 +38,15 @@ from kgglm.tasks.recommendation import (
     run_recommendation,
 )
 
+if TYPE_CHECKING:
+    from kgglm.tasks.kg_completion import KGCompletionResult
+
 __all__ = ["RESULT_FILE", "Job", "RunResult", "execute", "plan", "run_task", "write_run_report"]
 
 logger = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
+KG_COMPLETION = "kg_completion"  # kgglm.tasks.kg_completion.TASK, loaded only when run (it imports pandas)
 
 
 @dataclass
@@ -149,6 +151,8 @@ def execute(config: Config, job: Job, *, saved: bool = True) -> RunResult:
     with _managed_run(config, job.dir_stage, job.train_stage, saved) as (result, run_dir):
         data = load_dataset_for(config)
         if job.task == KG_COMPLETION:
+            from kgglm.tasks.kg_completion import run_kg_completion
+
             _take_kg_completion(result, run_kg_completion(config, data, run_dir=run_dir))
         else:
             _take_recommendation(result, run_recommendation(config, data, run_dir, job.stage))
