@@ -40,7 +40,7 @@ import torch
 
 from kgglm.config import Config
 from kgglm.data.dataset import Dataset
-from kgglm.data.kg_split import KGSplit, kg_split_from_config
+from kgglm.data.kg_split import KGSplit, load_kg_split
 from kgglm.evaluate.evaluator import EvalConfig
 from kgglm.evaluate.kg_ranking import TailScorer, evaluate_tail_ranking
 from kgglm.model.gpt import KGGLM
@@ -62,6 +62,14 @@ def resolved(config: Mapping, dataset: str = "kg") -> Config:
     """``config`` as a resolved :class:`~kgglm.config.Config` (a plain dict becomes the top layer over the
     package defaults), so every default comes from ``configs/overall.yaml``."""
     return config if isinstance(config, Config) else Config("KGGLM", dataset, config_dict=dict(config))
+
+
+def split_from_config(config: Config, data: Dataset) -> KGSplit:
+    """:func:`~kgglm.data.kg_split.load_kg_split` with ``kg_eval_args``, ``seed`` and the KG field names
+    of the resolved config (the data layer gets the values, not the config)."""
+    fields = tuple(config[k] for k in ("HEAD_ENTITY_ID_FIELD", "RELATION_ID_FIELD", "TAIL_ENTITY_ID_FIELD"))
+    return load_kg_split(data, kg_eval_args=config["kg_eval_args"], seed=int(config["seed"]),
+                         fields=fields)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------ corpus
@@ -232,7 +240,7 @@ def run_kg_completion(config: Mapping, data: Dataset, *, run_dir: str | Path, sp
     """Split, pre-train (or load ``pre_model_path``), zero-shot test, fine-tune, test."""
     run_dir = Path(run_dir)
     config = resolved(config, data.name)
-    split = split or kg_split_from_config(config, data)
+    split = split or split_from_config(config, data)
     bs = EvalConfig.from_config(config).eval_batch_size
     pre = pre_model_path or str(config["pre_model_path"]).strip()
     pretrained = load_pretrained(split, config, pre) if pre else pretrain(split, config, run_dir / "pretrain")

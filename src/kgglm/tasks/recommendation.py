@@ -22,6 +22,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -263,12 +264,13 @@ def baseline_stage(config: Config, data: Dataset, name: str | None = None) -> Ba
 
 
 def baseline_config(config: Config, name: str) -> Mapping:
-    """The config a baseline trains with: the run's, or, when the run is another model's (``kgglm run
+    """The settings a baseline trains with, resolved here once and handed down as a read-only mapping
+    of values (never the layered config): the run's, or, when the run is another model's (``kgglm run
     --baselines=BPR``), the same data/evaluation keys over that baseline's own model defaults."""
-    if name == config.model:
-        return config
-    keep = {k: config[k] for k in ("seed", "device", "use_gpu", "show_progress", "data_path", "checkpoint_dir")}
-    return Config(name, config.dataset, config_dict={**keep, **_data_keys(config)})
+    if name != config.model:
+        keep = {k: config[k] for k in ("seed", "device", "use_gpu", "show_progress", "data_path", "checkpoint_dir")}
+        config = Config(name, config.dataset, config_dict={**keep, **_data_keys(config)})
+    return MappingProxyType(config.to_dict())
 
 
 def _data_keys(config: Config) -> dict:
