@@ -196,18 +196,18 @@ def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathL
     ckpt.load_weights(model, best)
     test = evaluate_model(model, data, "test", settings, vocab=vocab, generation=generation,
                           show_progress=config["show_progress"])
-    files, examples = _export(model, data, vocab, config, test, settings, run_dir) if distributed.is_main() \
-        else ({}, [])  # [distributed] rank 0 alone exports (and explains)
+    files, examples = _export(model, data, vocab, config, test, settings, generation, run_dir) \
+        if distributed.is_main() else ({}, [])  # [distributed] rank 0 alone exports (and explains)
     return FinetuneResult(checkpoint=str(best), best_valid_score=tr.best_score, best_valid_result=tr.best_metrics,
                           test_result=test.metrics, history=tr.history, train_stats=_train_stats(tr, tokens.shape[0]),
                           recommendations=test.recommendations, files=files, examples=examples)
 
 
 def _export(model: KGGLM, data: Dataset, vocab: Vocabulary, config: Config, test: Evaluation,
-            settings: EvalConfig, run_dir: Path) -> tuple[dict, list]:
+            settings: EvalConfig, generation: PathGenerationConfig, run_dir: Path) -> tuple[dict, list]:
     """``(files, examples)``: the recommendations export (when ``export_recommendations``) and a few
     explained test users, with readable node names for the report's path drawings."""
-    export = export_recommendations(model, data, vocab, config, test, settings)
+    export = export_recommendations(model, data, vocab, test, settings, generation, export_topk=config["export_topk"])
     files = {}
     if config["export_recommendations"]:
         path = write_recommendations(export, data, vocab, run_dir / RECOMMENDATIONS_FILE, config["relation_phrases"])
@@ -232,12 +232,11 @@ def attach_history(model: KGGLM, data: Dataset, vocab: Vocabulary) -> None:
                            (lo, lo + vocab.n_users), (lo + vocab.n_users, lo + vocab.n_users + vocab.n_items))
 
 
-def export_recommendations(model, data: Dataset, vocab: Vocabulary, config: Config, test: Evaluation,
-                           settings: EvalConfig) -> Recommendations:
+def export_recommendations(model, data: Dataset, vocab: Vocabulary, test: Evaluation, settings: EvalConfig,
+                           generation: PathGenerationConfig, *, export_topk: int | None = None) -> Recommendations:
     """The test lists to export: the evaluated ones, or a separate decode when the export asks for
     more items per user (``export_topk``/``paths_per_user``); the metrics never depend on it."""
-    generation = PathGenerationConfig.from_config(config)
-    want = max(int(config["export_topk"] or 0), int(generation.paths_per_user or 0))
+    want = max(int(export_topk or 0), int(generation.paths_per_user or 0))
     if want <= test.recommendations.topk:
         return test.recommendations
     return recommend(model, data, test.recommendations.users, vocab=vocab, generation=generation, n_return=want,
