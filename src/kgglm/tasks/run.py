@@ -28,6 +28,7 @@ import numpy as np
 from kgglm import distributed, durable
 from kgglm.config import Config, ConfigError
 from kgglm.logging_utils import log_to_file
+from kgglm.report.saved import RESULT_FILE  # the name the report, trackers and server read
 from kgglm.runs import make_run_dir, seed_everything
 from kgglm.tasks.recommendation import (
     PRETRAIN_DIR,
@@ -45,7 +46,6 @@ __all__ = ["RESULT_FILE", "Job", "RunResult", "execute", "plan", "run_task", "wr
 
 logger = logging.getLogger(__name__)
 
-RESULT_FILE = "result.json"
 KG_COMPLETION = "kg_completion"  # kgglm.tasks.kg_completion.TASK, loaded only when run (it imports pandas)
 
 
