@@ -139,5 +139,6 @@ def test_run_fits_the_expert_chooses_the_weight_on_valid_and_the_checkpoint_rank
     valid = {w: evaluate_checkpoint(res.checkpoint, "valid", cmd_args=[f"--path_generation_args.history_weight={w}"])
              for w in grid}
     best = max(valid[w]["score"] for w in grid)
-    assert valid[stats["history_weight"]]["score"] == best == pytest.approx(res.best_valid_score, abs=1e-9)  # chosen on valid, reported
+    # chosen on valid, and reported as the run's valid score
+    assert valid[stats["history_weight"]]["score"] == best == pytest.approx(res.best_valid_score, abs=1e-9)
     assert again["valid_paths"] == 1.0
