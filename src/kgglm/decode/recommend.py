@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,7 +19,6 @@ import numpy as np
 import torch
 
 from kgglm import durable
-from kgglm.data.explanation_tables import ExplanationTables
 from kgglm.decode.beam_search import beam_search, item_paths, path_log_probs
 from kgglm.decode.constraints import GraphConstraint
 from kgglm.decode.explain import explain, path_strings
@@ -38,20 +38,36 @@ def model_device(model) -> torch.device:
 
 def make_constraint(dataset, vocab: Vocabulary, *, split: str, hop_length: int, device=None,
                     knowledge_only: bool = False, avoid_relations: tuple[str, ...] = ()) -> GraphConstraint:
-    """The decoding constraint for ``split``: the training graph, excluding the items seen before it
-    (cached on the dataset: building one walks the whole graph)."""
+    """The decoding constraint for ``split``: the training graph, excluding the items seen before it.
+
+    Built once per dataset object and settings (building one walks the whole graph; every evaluation
+    during training asks for it again): the memo is this module's, keyed by the dataset's identity and
+    dropped with the dataset.
+    """
     device = torch.device(device or "cpu")
-    key = ("constraint", split, int(hop_length), str(device), bool(knowledge_only), tuple(avoid_relations))
-    if key not in dataset._cache:
+    key = (split, int(hop_length), str(device), bool(knowledge_only), tuple(avoid_relations))
+    memo = _constraint_memo(dataset)
+    if key not in memo:
         names = [str(r) for r in dataset.relation_tokens]
         unknown = [r for r in avoid_relations if r not in names]
         if unknown:
             raise ValueError(f"path_generation_args.avoid_relations: unknown relation(s) {unknown} in dataset "
                              f"{dataset.name} (relations: {', '.join(names[1:])})")
-        dataset._cache[key] = GraphConstraint(dataset.graph, vocab, hop_length=hop_length, device=device,
-                                              excluded=dataset.seen_items(split), knowledge_only=knowledge_only,
-                                              forbidden_relations=[names.index(r) for r in avoid_relations])
-    return dataset._cache[key]
+        memo[key] = GraphConstraint(dataset.graph, vocab, hop_length=hop_length, device=device,
+                                    excluded=dataset.seen_items(split), knowledge_only=knowledge_only,
+                                    forbidden_relations=[names.index(r) for r in avoid_relations])
+    return memo[key]
+
+
+_CONSTRAINTS: dict[int, dict[tuple, GraphConstraint]] = {}  # id(dataset) -> its constraints, while it lives
+
+
+def _constraint_memo(dataset) -> dict[tuple, GraphConstraint]:
+    key = id(dataset)
+    if key not in _CONSTRAINTS:
+        _CONSTRAINTS[key] = {}
+        weakref.finalize(dataset, _CONSTRAINTS.pop, key, None)  # a later object with the same id starts afresh
+    return _CONSTRAINTS[key]
 
 
 def recommend(model, dataset, users, *, vocab: Vocabulary, generation: PathGenerationConfig, n_return: int,
@@ -121,15 +137,13 @@ def recommend(model, dataset, users, *, vocab: Vocabulary, generation: PathGener
 def _post_process(out, best: tuple[torch.Tensor, torch.Tensor], dataset, vocab: Vocabulary, alpha: float) -> None:
     """SIGIR 2022 re-selection (:mod:`kgglm.decode.postprocess`) among the item's decoded candidates and
     its knowledge path (already in ``out.paths`` when one was found); writes ``out.paths``/``path_scores``."""
-    if "explanation_tables" not in dataset._cache:
-        dataset._cache["explanation_tables"] = ExplanationTables.from_dataset(dataset)
     cand_paths, cand_scores = out.candidate_paths.cpu().numpy(), out.candidate_scores.cpu().numpy()
     knowledge = (out.paths != best[0]).any(-1).cpu().numpy()  # items whose knowledge path is new
     kg_path = out.paths.cpu().numpy()[:, :, None]
     kg_score = np.where(knowledge, out.path_scores.cpu().numpy(), -np.inf)[:, :, None]
     paths, scores = select_explanations(out.users.cpu().numpy(), np.concatenate([cand_paths, kg_path], axis=2),
                                         np.concatenate([cand_scores, kg_score], axis=2), alpha=alpha,
-                                        tables=dataset._cache["explanation_tables"], node_offset=vocab.node_offset)
+                                        tables=dataset.explanation_tables(), node_offset=vocab.node_offset)
     found = np.isfinite(scores)
     out.paths = torch.where(torch.as_tensor(found).unsqueeze(-1), torch.as_tensor(paths), out.paths.cpu())
     out.path_scores = torch.where(torch.as_tensor(found), torch.as_tensor(scores, dtype=torch.float32),
