@@ -21,7 +21,7 @@ import torch
 from kgglm import durable
 from kgglm.decode.beam_search import beam_search, item_paths, path_log_probs
 from kgglm.decode.constraints import GraphConstraint
-from kgglm.decode.explain import explain, path_strings
+from kgglm.decode.explain import explained_records
 from kgglm.decode.generation import PathGenerationConfig
 from kgglm.decode.postprocess import select_explanations
 from kgglm.evaluate.ranked import Recommendations
@@ -191,29 +191,25 @@ def _explain_through_knowledge(model, explainer: GraphConstraint, out, generatio
 # ---------------------------------------------------------------------------------- export
 def write_recommendations(recs: Recommendations, dataset, vocab: Vocabulary, path: str | os.PathLike,
                           phrases: Mapping[str, str] | None = None) -> Path:
-    """JSON lines, one per (user, rank): user, rank, item, score, path tokens, readable path.
+    """JSON lines, one per (user, rank): the :class:`~kgglm.decode.explain.ExplainedRecommendation`
+    record (user, rank, item, score, path tokens, readable path and explanation, nodes, relations)
+    plus ``split`` and ``topk``.
 
     Written durably (:mod:`kgglm.durable`), so a crash never leaves a half-written export.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    node_tokens = dataset.node_tokens()
     with durable.open_atomic(path, "w") as f:
-        rows, ranks = np.nonzero(recs.items >= 0)  # only real recommendations
-        for r, k in zip(rows.tolist(), ranks.tolist()):  # export only, not a hot path
-            u, item = int(recs.users[r]), int(recs.items[r, k])
-            toks = recs.paths[r, k]
-            f.write(json.dumps({
-                "user": str(node_tokens[u]), "user_index": u, "rank": k + 1,
-                "item": str(dataset.item_tokens[item]), "item_index": item,
-                "score": float(recs.scores[r, k]),
-                "path_score": float(recs.path_scores[r, k]) if recs.path_scores is not None else None,
-                "path_token_ids": [int(t) for t in toks],
-                "path": path_strings(dataset, vocab, toks, readable=False),
-                "explanation": explain(dataset, vocab, toks, phrases),
-                "split": recs.split, "topk": recs.topk,
-            }, ensure_ascii=False) + "\n")
+        for start in range(0, len(recs.users), _EXPORT_USERS):  # records of a block of users at a time
+            block = explained_records(recs, dataset, vocab, rows=np.arange(start, min(start + _EXPORT_USERS,
+                                                                                      len(recs.users))),
+                                      phrases=phrases)
+            f.writelines(json.dumps({**rec.to_dict(), "split": recs.split, "topk": recs.topk},
+                                    ensure_ascii=False) + "\n" for lst in block for rec in lst.recommendations)
     return path
+
+
+_EXPORT_USERS = 1024  # users whose records are built together by the export (bounds its memory)
 
 
 def read_recommendations(path: str | os.PathLike) -> Recommendations:
