@@ -136,8 +136,8 @@ def _dense_pairs(constraint, seqs, last, do_sample, temperature, top_k, top_p, i
     rows, toks = torch.isfinite(logp).nonzero(as_tuple=True)
     lp = logp[rows, toks]
     if items_norm:  # the last item over all items (see _item_normalised)
-        lo = constraint.item_token_offset
-        lp = last.float()[rows, toks] - torch.logsumexp(last.float()[:, lo:lo + constraint.graph.n_items], -1)[rows]
+        lo, hi = constraint.vocab.item_token_range
+        lp = last.float()[rows, toks] - torch.logsumexp(last.float()[:, lo:hi], -1)[rows]
     warped = None
     if do_sample:
         w = _filter_top_k_top_p(_masked_log_softmax(scores / temperature), top_k, top_p)
@@ -154,8 +154,8 @@ def _item_normalised(state: torch.Tensor, w: torch.Tensor, constraint, rows: tor
     last hop's mass on items that are masked at test time; renormalising the small remainder per
     beam gives an item probability near 1 whenever a beam has a single unseen continuation, and
     wider searches then surface many such beams. Over all items, scores compare across beams."""
-    lo = constraint.item_token_offset
-    w_items = w[lo:lo + constraint.graph.n_items].float()
+    lo, hi = constraint.vocab.item_token_range
+    w_items = w[lo:hi].float()
     return logits - torch.logsumexp(state.float() @ w_items.T, dim=-1)[rows]
 
 
@@ -186,7 +186,7 @@ def _search(model, constraint: GraphConstraint, users: torch.Tensor, gen: PathGe
     b = users.shape[0]
     do_sample = gen.do_sample
     head = _sparse_head(model) if sparse and not do_sample else None
-    prompt = torch.stack([torch.full_like(users, BOS), users + constraint.node_offset], dim=1)
+    prompt = torch.stack([torch.full_like(users, BOS), constraint.vocab.user_token(users)], dim=1)
     if head is not None:
         cache = model.new_cache(b, capacity=constraint.body_length + 1)
         state = head[0](prompt, cache)[:, -1]
@@ -257,7 +257,7 @@ def _search(model, constraint: GraphConstraint, users: torch.Tensor, gen: PathGe
         crit = (prob_sum[rows] + lp.exp()) / n_steps
     else:
         crit = path_lp / (n_steps ** gen.length_penalty)
-    key = (rows // k) * n_items + (toks - constraint.item_token_offset)
+    key = (rows // k) * n_items + constraint.vocab.token_item(toks)
     best = torch.full((b * n_items,), NEG_INF, device=device).scatter_reduce(0, key, crit, "amax")
     best_pair = torch.zeros(b * n_items, dtype=torch.long, device=device)
     is_best = crit == best[key]
@@ -343,9 +343,8 @@ def path_log_probs(model, constraint: GraphConstraint, paths: torch.Tensor,
         else:
             logp = _masked_log_softmax(constraint(prefix, logits[:, t].float()))
             if t == seqs.shape[1] - 2 and last_hop_norm == "items":
-                lo = constraint.item_token_offset
-                logp = logits[:, t].float() - torch.logsumexp(logits[:, t, lo:lo + constraint.graph.n_items].float(),
-                                                              -1, keepdim=True)
+                lo, hi = constraint.vocab.item_token_range
+                logp = logits[:, t].float() - torch.logsumexp(logits[:, t, lo:hi].float(), -1, keepdim=True)
             chosen = logp.gather(1, target.unsqueeze(1)).squeeze(1)
         total = total + chosen
     return total

@@ -25,7 +25,7 @@ from kgglm.decode.explain import explained_records
 from kgglm.decode.generation import PathGenerationConfig
 from kgglm.decode.postprocess import select_explanations
 from kgglm.evaluate.ranked import Recommendations
-from kgglm.paths.vocab import PAD, RELATION_OFFSET, Vocabulary
+from kgglm.paths.vocab import PAD, Vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def _post_process(out, best: tuple[torch.Tensor, torch.Tensor], dataset, vocab: 
     kg_score = np.where(knowledge, out.path_scores.cpu().numpy(), -np.inf)[:, :, None]
     paths, scores = select_explanations(out.users.cpu().numpy(), np.concatenate([cand_paths, kg_path], axis=2),
                                         np.concatenate([cand_scores, kg_score], axis=2), alpha=alpha,
-                                        tables=dataset.explanation_tables(), node_offset=vocab.node_offset)
+                                        tables=dataset.explanation_tables(), vocab=vocab)
     found = np.isfinite(scores)
     out.paths = torch.where(torch.as_tensor(found).unsqueeze(-1), torch.as_tensor(paths), out.paths.cpu())
     out.path_scores = torch.where(torch.as_tensor(found), torch.as_tensor(scores, dtype=torch.float32),
@@ -165,11 +165,9 @@ def _explain_through_knowledge(model, explainer: GraphConstraint, out, generatio
                                ranking_constraint: GraphConstraint) -> None:
     """Replace, in place, the shown path of every recommended item that has no KG path yet by the
     most probable path the model decodes to it under ``explainer`` (knowledge only), if any."""
-    node_offset = explainer.node_offset
-    entity_start = node_offset + explainer.graph.n_users + explainer.graph.n_items
-    has_kg = (out.paths[..., 2:-1:2] >= entity_start).any(-1)
+    has_kg = (explainer.vocab.token_node(out.paths[..., 2:-1:2]) >= explainer.graph.entity_offset).any(-1)
     if explainer.forbidden_relations:  # a KG path through an avoided relation is not good enough yet
-        rels = out.paths[..., 1::2] - RELATION_OFFSET
+        rels = explainer.vocab.token_relation(out.paths[..., 1::2])
         forbidden = torch.as_tensor(explainer.forbidden_relations, device=rels.device)
         has_kg &= ~torch.isin(rels, forbidden).any(-1)
     todo = (out.items >= 0) & ~has_kg

@@ -22,7 +22,7 @@ from kgglm.evaluate.beyond_accuracy import coverage, ndcg_paper, novelty, serend
 from kgglm.evaluate.explanation import explanation_arrays, explanation_metrics
 from kgglm.evaluate.metrics import hit_matrix, metric_value, normalize_metric_names, topk_metrics
 from kgglm.evaluate.ranked import Recommendations
-from kgglm.paths.vocab import PAD, RELATION_OFFSET, Vocabulary
+from kgglm.paths.vocab import PAD, Vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -160,9 +160,9 @@ def path_quality(recs: Recommendations, dataset, vocab: Vocabulary) -> dict[str,
         return {"path_coverage": 0.0, "valid_paths": 0.0, "relation_patterns": 0, "n_recommended": 0}
     paths = recs.paths[rows, ranks]  # [n, 2H+1]
     items = recs.items[rows, ranks]
-    nodes = paths[:, 0::2] - vocab.node_offset
-    rels = paths[:, 1::2] - RELATION_OFFSET
-    complete = ~(paths == PAD).any(axis=1) & (paths[:, -1] == vocab.node_offset + graph.n_users + items)
+    nodes = vocab.token_node(paths[:, 0::2])
+    rels = vocab.token_relation(paths[:, 1::2])
+    complete = ~(paths == PAD).any(axis=1) & (paths[:, -1] == vocab.item_token(items))
     ok = complete & (nodes[:, 0] == recs.users[rows]) & (rels[:, 0] == 0)
     ok &= graph.has_edge(nodes[:, :-1], rels, nodes[:, 1:]).all(axis=1)
     seen = hit_matrix(recs.items, *csr_rows(dataset.seen_items(recs.split), recs.users))[rows, ranks]
