@@ -39,9 +39,10 @@ import torch
 from kgglm import distributed
 from kgglm.config import Config
 from kgglm.data import load_dataset
-from kgglm.model.gpt import KGGLM, ModelConfig
+from kgglm.model.gpt import KGGLM
 from kgglm.paths.corpus import PathSampleConfig, stage_corpus
 from kgglm.paths.vocab import Vocabulary
+from kgglm.tasks.models import ModelBuilder
 from kgglm.train.trainer import TrainConfig, Trainer
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -107,7 +108,8 @@ def bench(args: argparse.Namespace) -> int:
         "epochs": 1, "MAX_PATHS_PER_USER": args.max_paths_per_user, "embedding_size": args.embedding_size,
         "num_heads": args.num_heads, "num_layers": args.num_layers, "dropout": 0.1})
     ds = load_dataset(args.dataset, data_path=args.data_path, download=False)
-    vocab = Vocabulary.from_graph(ds.graph, ds.name)
+    builder = ModelBuilder.for_dataset(ds, config)
+    vocab = builder.vocab
     sampling = PathSampleConfig.from_config(config)
     stages = ["pretrain", "finetune"] if args.corpus == "both" else [args.corpus]
     corpora = {s: stage_corpus(ds, vocab, sampling, s) for s in stages}
@@ -115,8 +117,7 @@ def bench(args: argparse.Namespace) -> int:
     say = print if distributed.is_main() else (lambda *a, **k: None)
     for stage, tokens in corpora.items():
         torch.manual_seed(0)
-        cfg = ModelConfig.from_config(config, vocab_size=vocab.size, n_positions=tokens.shape[1])
-        model = KGGLM(cfg, torch.from_numpy(vocab.token_types()))
+        model = builder.fresh(tokens.shape[1])
         tc = dataclasses.replace(TrainConfig.from_config(config, stage), max_steps=args.warmup, log_step=10**9,
                                  mixed_precision=args.mixed_precision)
         with tempfile.TemporaryDirectory() as tmp:
@@ -132,7 +133,7 @@ def bench(args: argparse.Namespace) -> int:
             say(f"device={device} x{world} threads={torch.get_num_threads()} torch={torch.__version__} "
                 f"vocab={vocab.size} model={args.embedding_size}/{args.num_heads}h/{args.num_layers}L "
                 f"({model.num_parameters() / 1e6:.2f}M params) batch={args.batch_size} "
-                f"amp={trainer.autocast.keywords['dtype'] if hasattr(trainer.autocast, 'keywords') else 'off'} "
+                f"amp={trainer.amp_dtype or 'off'} "
                 f"compile={args.compile} softmax={'full' if args.full_softmax else 'typed'}")
         fpt = flops_per_token(model, vocab, tokens.shape[1], stage, not args.full_softmax)
         achieved = fpt * res.tokens_per_second  # global tokens/s: FLOP/s of all processes

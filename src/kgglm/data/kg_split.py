@@ -216,10 +216,3 @@ def load_kg_split(data: Dataset, *, kg_eval_args: Mapping | None = None, seed: i
              "kg_train_sha1": hashlib.sha1(np.ascontiguousarray(train, dtype=np.int64).tobytes()).hexdigest()[:16]}
     logger.info("kg split (%s): %d train, %d valid, %d test triples", source, len(train), len(valid), len(test))
     return KGSplit(train=train, valid=valid, test=test, dataset=train_only_dataset(data, train), stats=stats)
-
-
-def kg_split_from_config(config: Mapping, data: Dataset) -> KGSplit:
-    """:func:`load_kg_split` with ``kg_eval_args``, ``seed`` and the KG field names of a resolved config."""
-    fields = tuple(config[k] for k in ("HEAD_ENTITY_ID_FIELD", "RELATION_ID_FIELD", "TAIL_ENTITY_ID_FIELD"))
-    return load_kg_split(data, kg_eval_args=config["kg_eval_args"], seed=int(config["seed"]),
-                         fields=fields)  # type: ignore[arg-type]

@@ -168,6 +168,7 @@ class Trainer:
         if config.compile:
             self.loss_fn = torch.compile(self.loss_fn)
         amp = autocast_dtype(config.mixed_precision, self.device)
+        self.amp_dtype: torch.dtype | None = amp  # the autocast dtype of the training step (None: full precision)
         self.autocast = partial(torch.autocast, self.device.type, dtype=amp) if amp else nullcontext
         self.scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
         self.progress = TrainProgress(run_id=distributed.broadcast_object(new_run_id()))
