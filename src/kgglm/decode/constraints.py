@@ -74,7 +74,6 @@ class GraphConstraint:
         self.hop_length = h = int(hop_length)
         self.device = torch.device(device)
         self.vocab_size = vocab.size
-        self.node_offset = vocab.node_offset  # (for callers outside the package; the code asks ``vocab``)
         n, r = graph.n_nodes, graph.n_relations
 
         # (node, relation) groups: rows are sorted by (relation, neighbor), so each group is a
