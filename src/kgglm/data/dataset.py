@@ -48,8 +48,9 @@ class Dataset:
     kg_tails: np.ndarray  # int64 node ids
     graph: CollaborativeGraph
     stats: dict = field(default_factory=dict)
-    # the dataset's own memo of the derived artefacts below (private: other layers call the accessors)
-    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    # the dataset's own memo of the derived artefacts below (private: other layers call the accessors);
+    # not an __init__ argument, so a copy made with dataclasses.replace starts with an empty one
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def n_users(self) -> int:
