@@ -162,10 +162,9 @@ def train_only_dataset(data: Dataset, train: np.ndarray) -> Dataset:
     graph = build_graph(data.n_users, data.n_items, data.n_entities, data.n_relations, data.splits["train"],
                         train[:, 0], train[:, 1], train[:, 2])
     stats = dict(data.stats, triples=len(train), csr_edges=graph.n_edges, kg_graph="train triples only")
-    # a fresh derived-array cache (when the Dataset has one): nothing cached for the full graph carries over
-    fresh = {"_cache": {}} if "_cache" in {f.name for f in dataclasses.fields(data)} else {}
+    # a new Dataset derives its own artefacts: nothing derived from the full graph carries over
     return dataclasses.replace(data, kg_heads=train[:, 0].copy(), kg_relations=train[:, 1].copy(),
-                               kg_tails=train[:, 2].copy(), graph=graph, stats=stats, **fresh)
+                               kg_tails=train[:, 2].copy(), graph=graph, stats=stats)
 
 
 # ------------------------------------------------------------------------------------ main entry

@@ -157,7 +157,7 @@ def paths_figure(examples: list[dict], n: int = 4) -> Figure | None:
         ax.text(
             -0.5,
             -y + 0.5,
-            f"user {_short(user)}: #{rec.get('rank')} {_short(rec.get('item_name', ''), 40)}",
+            f"user {_short(user)}: #{rec.get('rank')} {_short(rec.get('title', rec.get('item_name', '')), 40)}",
             fontsize=8,
             weight="bold",
         )

@@ -101,7 +101,7 @@ def run_sections(run_dir: Path, result: dict, out_dir: Path, prefix: str = "") -
         if name == "paths":
             items = "".join(
                 f"<li>user {html.escape(str(ex['user']))}, #{rec.get('rank')} "
-                f"{html.escape(str(rec.get('item_name', rec.get('item'))))}: "
+                f"{html.escape(str(rec.get('title', rec.get('item_name', rec.get('item')))))}: "
                 f"{html.escape(str(rec.get('explanation', '')))}</li>"
                 for ex in result.get("examples") or []
                 for rec in ex.get("recommendations", [])[:3]
