@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kgglm.data import fetch
 from kgglm.data.dbpedia_link import NAME, build_ml100k_dbpedia, match_titles, normalise
 from kgglm.data.download import resolve_dataset
 from kgglm.data.loader import load_dataset
@@ -105,10 +104,7 @@ def test_build_from_tiny_files(sources):
 def test_read_only_root_builds_into_the_cache(sources, tmp_path, monkeypatch, caplog):
     for path in [sources, *sources.rglob("*")]:
         os.chmod(path, stat.S_IREAD | stat.S_IEXEC if path.is_dir() else stat.S_IREAD)
-    try:
-        if os.access(sources, os.W_OK) and os.geteuid() == 0:  # root ignores write bits: make it fail anyway
-            real = fetch.writable_folder
-            monkeypatch.setattr(fetch, "writable_folder", lambda f: None if sources in f.parents else real(f))
+    try:  # no write bits: read-only for every user, root too (it could write, but must not)
         with caplog.at_level("WARNING"):
             folder = build_ml100k_dbpedia(sources)
         assert folder == tmp_path / "cache" / "kgglm" / NAME
@@ -137,3 +133,17 @@ def test_real_build(shared_data, tmp_path):
     items = pd.read_csv(shared_data / "ml-100k" / "ml-100k.item", sep="\t", dtype=str).set_index("item_id:token")
     names = dict(zip(link.iloc[:, 0], link.iloc[:, 1], strict=True))
     assert names[items.index[items.iloc[:, 0] == "Star Wars"][0]] == "Star_Wars_(film)"
+
+
+def test_a_build_of_another_version_is_rebuilt(sources, caplog):
+    folder = resolve_dataset(NAME, sources)
+    want = (folder / f"{NAME}.link").read_text()
+    report = json.loads((folder / f"{NAME}.report.json").read_text())
+    (folder / f"{NAME}.report.json").write_text(json.dumps({**report, "build_version": 1}))
+    (folder / f"{NAME}.link").write_text("item_id:token\tentity_id:token\n1\tChasing_Amy\n")
+    with caplog.at_level("WARNING"):
+        assert resolve_dataset(NAME, sources) == folder
+    assert "rebuilding" in caplog.text
+    assert (folder / f"{NAME}.link").read_text() == want
+    assert json.loads((folder / f"{NAME}.report.json").read_text())["build_version"] == 2
+    assert resolve_dataset(NAME, sources) == folder  # current now: used as it is

@@ -45,6 +45,10 @@ from kgglm.data.locate import cache_dir, find_dataset
 
 logger = logging.getLogger(__name__)
 
+# Bumped whenever the linking rules change what is built: a cached build of another version is rebuilt
+# on first use (a stale copy from an older kgglm would silently give other links and other figures).
+BUILD_VERSION = 2
+
 NAME = "ml-100k-dbpedia"
 SOURCES = ("ml-100k", "ml1m")
 ARTICLES = ("the", "a", "an", "il", "la", "le", "les", "l", "el", "los", "las", "lo", "das", "der", "die",
@@ -115,6 +119,18 @@ def match_titles(items: pd.DataFrame, movies: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns="tier")
 
 
+def is_current_build(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a build of this linker (its ``NAME.report.json`` has this
+    :data:`BUILD_VERSION`); a folder built by an older kgglm, or without a report, is not."""
+    import json
+
+    try:
+        report = json.loads((Path(folder) / f"{NAME}.report.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and report.get("build_version") == BUILD_VERSION
+
+
 def build_ml100k_dbpedia(data_path: str | Path | None = None, root: str | Path | None = None, *,
                          download: bool = True, show_progress: bool = True) -> Path:
     """Build ``ml-100k-dbpedia`` from ``ml-100k`` and ``ml1m`` found as :func:`find_dataset` does.
@@ -173,7 +189,7 @@ def link_frames(ml100k: Path, ml1m: Path) -> tuple[dict[str, pd.DataFrame], dict
     covered = float(np.isin(inter.column("item_id"), link["item"].to_numpy()).mean())
     unmatched = matched[matched["status"] != "linked"][["item", "title", "year", "status", "note"]]
     unmatched = unmatched.assign(year=unmatched["year"].astype("Int64").astype(str).replace("<NA>", ""))
-    report = {"dataset": NAME, "items": len(items), "items_linked": len(link),
+    report = {"dataset": NAME, "build_version": BUILD_VERSION, "items": len(items), "items_linked": len(link),
               "interactions_covered": round(covered, 4), "kg_triples": len(kg),
               **{f"items_{s}": int((matched["status"] == s).sum()) for s in ("missing", "ambiguous", "duplicate")},
               "duplicate_handling": "the lower item id is linked, the other reported as 'duplicate'",

@@ -107,6 +107,13 @@ def resolve_dataset(
     if not valid_name(name):
         raise DatasetError(f"dataset name {name!r}: expected a plain name such as 'ml-100k'")
     folder = find_dataset(name, data_path)
+    if folder is not None and name == "ml-100k-dbpedia":
+        from kgglm.data.dbpedia_link import is_current_build
+
+        if not is_current_build(folder):
+            logger.warning("%s: %s was built by another kgglm version (no current %s.report.json): rebuilding",
+                           name, folder, name)
+            folder = None
     if folder is not None:
         verify_checksums(folder)
         return folder

@@ -80,7 +80,14 @@ def install(name: str, stage: Path, folder: Path, sources: Mapping[str, str]) ->
 
 
 def writable_folder(folder: Path) -> Path | None:
-    """``folder``, created if needed, when a file can be written in it; else None."""
+    """``folder``, created if needed, when a file can be written in it; else None.
+
+    A folder (or its nearest existing parent) with no write bit at all counts as read-only even when
+    this process could write there anyway (root ignores permission bits): a shared, read-only data
+    root must not be written into."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.stat().st_mode & 0o222:
+        return None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
