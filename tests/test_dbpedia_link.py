@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from kgglm.data import fetch
 from kgglm.data.dbpedia_link import NAME, build_ml100k_dbpedia, match_titles, normalise
 from kgglm.data.download import resolve_dataset
 from kgglm.data.loader import load_dataset
@@ -147,3 +149,18 @@ def test_a_build_of_another_version_is_rebuilt(sources, caplog):
     assert (folder / f"{NAME}.link").read_text() == want
     assert json.loads((folder / f"{NAME}.report.json").read_text())["build_version"] == 2
     assert resolve_dataset(NAME, sources) == folder  # current now: used as it is
+
+
+def test_an_old_build_without_its_sources_is_used_with_a_warning(sources, tmp_path, caplog):
+    folder = resolve_dataset(NAME, sources)
+    alone, stage = tmp_path / "alone", tmp_path / "stage"  # an old, consistent build: its own checksums
+    stage.mkdir()
+    for path in folder.glob(f"{NAME}.*"):
+        shutil.copyfile(path, stage / path.name)
+    report = stage / f"{NAME}.report.json"
+    report.write_text(json.dumps({**json.loads(report.read_text()), "build_version": 1}))
+    (alone / NAME).mkdir(parents=True)
+    fetch.install(NAME, stage, alone / NAME, {})
+    with caplog.at_level("WARNING"):
+        assert resolve_dataset(NAME, alone, download=False) == alone / NAME
+    assert "cannot rebuild" in caplog.text

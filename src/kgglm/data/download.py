@@ -108,12 +108,15 @@ def resolve_dataset(
         raise DatasetError(f"dataset name {name!r}: expected a plain name such as 'ml-100k'")
     folder = find_dataset(name, data_path)
     if folder is not None and name == "ml-100k-dbpedia":
-        from kgglm.data.dbpedia_link import is_current_build
+        from kgglm.data.dbpedia_link import build_ml100k_dbpedia, is_current_build
 
         if not is_current_build(folder):
             logger.warning("%s: %s was built by another kgglm version (no current %s.report.json): rebuilding",
                            name, folder, name)
-            folder = None
+            try:
+                return build_ml100k_dbpedia(data_path, download=download, show_progress=show_progress)
+            except DatasetError as exc:  # its sources are out of reach: the old build is better than none
+                logger.warning("%s: cannot rebuild (%s); using the older build in %s", name, exc, folder)
     if folder is not None:
         verify_checksums(folder)
         return folder
