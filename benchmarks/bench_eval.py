@@ -26,28 +26,27 @@ import torch
 from kgglm.baselines import get_baseline
 from kgglm.config import Config
 from kgglm.data import load_dataset
-from kgglm.decode.beam_search import beam_search
-from kgglm.decode.generation import PathGenerationConfig
-from kgglm.decode.recommend import make_constraint
+from kgglm.decode import GraphConstraint, PathGenerationConfig, beam_search, recommend
 from kgglm.evaluate import EvalConfig
-from kgglm.model.gpt import KGGLM, ModelConfig
-from kgglm.paths.vocab import RELATION_OFFSET, Vocabulary
+from kgglm.tasks.models import ModelBuilder
 from kgglm.tasks.ranking import evaluate_model
 
 
 class HopwiseStyleProcessor:
     """hopwise-0.9.1-style constraint: per-row Python loop and dense NumPy masks (for comparison)."""
 
-    def __init__(self, constraint, dataset, excluded_csr) -> None:
+    def __init__(self, constraint, dataset, vocab, excluded_csr) -> None:
         self.c = constraint
-        g, off = dataset.graph, constraint.node_offset
+        g = dataset.graph
         src = np.repeat(np.arange(g.n_nodes), np.diff(g.indptr))
         self.kg = defaultdict(lambda: defaultdict(set))  # tokenized_kg[head][rel] = {tails}
-        for s, r, d in zip((src + off).tolist(), (g.relation + RELATION_OFFSET).tolist(), (g.neighbor + off).tolist()):
+        for s, r, d in zip(vocab.node_token(src).tolist(), vocab.relation_token(g.relation).tolist(),
+                           vocab.node_token(g.neighbor).tolist()):
             self.kg[s][r].add(d)
         ind, items = excluded_csr
-        item_off = off + g.n_users
-        self.used = {u + off: set((items[ind[u]:ind[u + 1]] + item_off).tolist()) for u in range(g.n_users)}
+        self.used = {int(vocab.node_token(u)): set(vocab.node_token(items[ind[u]:ind[u + 1]] + g.n_users).tolist())
+                     for u in range(g.n_users)}
+        self.first_relation = int(vocab.relation_token(0))  # the user-item interaction relation
         self.mask_cache: dict = {}
         self.vocab_size = constraint.vocab_size
 
@@ -75,7 +74,7 @@ class HopwiseStyleProcessor:
                 else:
                     cands = set(self.kg[key[0]].keys())
                     if cur_len == 2:
-                        cands &= {RELATION_OFFSET}
+                        cands &= {self.first_relation}
                 banned = np.ones(self.vocab_size, dtype=bool)
                 banned[list(cands)] = False
                 self.mask_cache[key] = banned
@@ -131,11 +130,13 @@ def main() -> None:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     ds = load_dataset(args.dataset, data_path=args.data_path)
-    vocab = Vocabulary.from_graph(ds.graph, ds.name)
+    config = Config(config_dict={"embedding_size": args.embedding_size, "num_heads": args.num_heads,
+                                 "num_layers": args.num_layers, "dropout": 0.1, "use_kg_token_types": True,
+                                 "path_generation_args": {"num_beams": args.num_beams}})
+    builder = ModelBuilder.for_dataset(ds, config)
+    vocab = builder.vocab
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=vocab.size, n_positions=9, embedding_size=args.embedding_size,
-                      num_heads=args.num_heads, num_layers=args.num_layers, dropout=0.1, use_kg_token_types=True)
-    model = KGGLM(cfg, torch.as_tensor(vocab.token_types())).to(device).eval()
+    model = builder.fresh(9, device=device).eval()
     users = ds.eval_users("test")
     if args.users:
         users = users[:args.users]
@@ -144,11 +145,11 @@ def main() -> None:
     if args.train_steps:
         brief_training(model, ds, vocab, args.train_steps, args.train_batch, device)
 
-    gen = PathGenerationConfig.from_config(Config(config_dict={"path_generation_args": {"num_beams": args.num_beams}}))
+    gen = PathGenerationConfig.from_config(config)
     settings = EvalConfig(topk=(args.topk,), metrics=("Recall", "MRR", "NDCG", "Hit", "Precision"),
                           valid_metric=f"NDCG@{args.topk}", eval_batch_size=args.batch_size)
-    constraint = make_constraint(ds, vocab, split="test", hop_length=3, device=device)
-    beam_search(model, constraint, users[:4], gen, n_return=args.topk)  # warm-up
+    recommend(model, ds, users[:4], vocab=vocab, generation=gen, n_return=args.topk, split="test",
+              batch_size=args.batch_size)  # warm-up
     res = evaluate_model(model, ds, "test", settings, vocab=vocab, generation=gen, users=users).metrics
     pop = evaluate_model(_pop(ds), ds, "test", settings, users=users).metrics
     print(f"kgglm: {res['users_per_second']:.1f} users/s ({res['n_users']} users in {res['seconds']:.1f}s), "
@@ -164,7 +165,8 @@ def main() -> None:
         bs = min(args.batch_size, len(sub))
         timings = {}
         excl = ds.seen_items("test")
-        hop = HopwiseStyleProcessor(constraint, ds, excl)
+        constraint = GraphConstraint(ds.graph, vocab, hop_length=gen.path_hop_length, device=device, excluded=excl)
+        hop = HopwiseStyleProcessor(constraint, ds, vocab, excl)
         for name, kwargs in (("sparse (default)", dict(constraint=constraint, sparse=True)),
                              ("dense vectorised mask", dict(constraint=constraint, sparse=False)),
                              ("hopwise-style mask", dict(constraint=hop, sparse=False))):

@@ -49,7 +49,7 @@ def run_kgglm(split, args) -> dict:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     with tempfile.TemporaryDirectory() as run_dir:
         res = run_kg_completion(config, split.dataset, run_dir=run_dir, split=split,
-                                finetune_max_steps=args.finetune_max_steps)
+                                finetune_max_steps=args.finetune_max_steps).to_dict()
     res["cpu_seconds"] = round(time.process_time() - cpu0, 1)
     res["wall_seconds"] = round(time.perf_counter() - wall0, 1)
     res["config"] = config

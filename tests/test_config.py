@@ -214,3 +214,11 @@ def test_the_device_setting_is_resolved_by_one_function(monkeypatch):
         assert Config(config_dict={"device": None}).device == str(auto)
         assert Config(config_dict={"device": None, "use_gpu": False}).device == "cpu"
         assert Config(config_dict={"device": "cpu"}).device == "cpu"
+
+
+def test_train_stages_are_the_trainers():
+    """The config checks train_stage against the trainer's stages (the trainer cannot import the config)."""
+    from kgglm.config import TRAIN_STAGES
+    from kgglm.train.state import TRAIN_STAGES as TRAINER_STAGES
+
+    assert TRAIN_STAGES == TRAINER_STAGES

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kgglm.data import dbpedia_link
+from kgglm.data import fetch
 from kgglm.data.dbpedia_link import NAME, build_ml100k_dbpedia, match_titles, normalise
 from kgglm.data.download import resolve_dataset
 from kgglm.data.loader import load_dataset
@@ -107,8 +107,8 @@ def test_read_only_root_builds_into_the_cache(sources, tmp_path, monkeypatch, ca
         os.chmod(path, stat.S_IREAD | stat.S_IEXEC if path.is_dir() else stat.S_IREAD)
     try:
         if os.access(sources, os.W_OK) and os.geteuid() == 0:  # root ignores write bits: make it fail anyway
-            real = dbpedia_link._writable
-            monkeypatch.setattr(dbpedia_link, "_writable", lambda f: None if sources in f.parents else real(f))
+            real = fetch.writable_folder
+            monkeypatch.setattr(fetch, "writable_folder", lambda f: None if sources in f.parents else real(f))
         with caplog.at_level("WARNING"):
             folder = build_ml100k_dbpedia(sources)
         assert folder == tmp_path / "cache" / "kgglm" / NAME

@@ -155,7 +155,7 @@ def test_post_processing_keeps_ranking_and_trades_probability(setup):
                       [[off + u, ui, item(own[0]), ui + 1, off + ent, ui + 1, item(6)],
                        [off + u, ui, item(own[1]), ui + 2, off + ent + 1, ui + 2, item(6)]]])[None]
     scores = np.array([[[-1.0, -3.0], [-2.0, -2.5]]])
-    chosen, _ = select_explanations(np.array([u]), paths, scores, alpha=1.0, tables=tables, node_offset=off)
+    chosen, _ = select_explanations(np.array([u]), paths, scores, alpha=1.0, tables=tables, vocab=vocab)
     expected, used = [], set()
     for _rank in range(2):  # plain re-computation of the greedy objective (same candidates per item)
         objs = []

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from kgglm.data.kg_split import load_kg_split
-from kgglm.evaluate.kg_ranking import evaluate_tail_ranking
+from kgglm.evaluate.kg_ranking import TailScorer, evaluate_tail_ranking
 from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.paths.vocab import BOS, EOS, Vocabulary
 from kgglm.synthetic.small import make_synthetic_dataset
-from kgglm.tasks.kg_completion import TailScorer, TailSetLoss, evaluate_model, run_kg_completion, triple_corpus
+from kgglm.tasks.kg_completion import evaluate_model, run_kg_completion, triple_corpus
+from kgglm.train.objectives import TailSetLoss
 
 # a small model and quiet runs over the package defaults (which are the paper's sizes)
 SMALL = {"num_layers": 2, "dropout": 0.0, "eval_batch_size": 256, "save_step": 1000, "show_progress": False}
@@ -93,18 +94,18 @@ def test_end_to_end_finetuned_model_beats_random(split, tmp_path, loss):
     rand = evaluate_tail_ranking(random_scores, split.test, filter_triples=[split.train, split.valid],
                                  n_relations=data.n_relations, n_candidates=data.n_items + data.n_entities,
                                  candidate_offset=data.n_users, type_triples=split.train)
-    test = result["finetuned"]["test"]
+    test = result.finetuned["test"]
     assert test["mrr"] > 3 * rand["mrr"]
     assert test["hits@3"] > 0.5
     assert test["type_mrr"] > rand["type_mrr"]
-    assert set(result) >= {"split", "zero_shot", "finetuned", "pretrain", "finetune"}
-    assert result["finetune"]["finetune_paths"] == 2 * len(split.train)
-    assert result["finetune"]["finetune_objective"] == loss
-    assert (result["finetune"]["finetune_rows"] < result["finetune"]["finetune_paths"]) == (loss == "one_to_n")
+    assert set(result.to_dict()) >= {"task", "split", "zero_shot", "finetuned", "pretrain", "finetune"}
+    assert result.finetune["finetune_paths"] == 2 * len(split.train)
+    assert result.finetune["finetune_objective"] == loss
+    assert (result.finetune["finetune_rows"] < result.finetune["finetune_paths"]) == (loss == "one_to_n")
     # the best checkpoint was reloaded: re-evaluating it from disk gives the reported test metrics
     from kgglm.train import checkpoint as ckpt
 
-    model, vocab, _ = ckpt.load_checkpoint(result["finetune"]["checkpoint"])
+    model, vocab, _ = ckpt.load_checkpoint(result.checkpoint)
     again = evaluate_model(model, vocab, split, "test")
     assert again["mrr"] == pytest.approx(test["mrr"])
 
@@ -127,14 +128,14 @@ def test_pre_model_path_must_come_from_the_same_kg_split(split, tmp_path):
 
     config = {**SMALL, "epochs": 1, "pretrain_epochs": 1, "embedding_size": 16, "num_heads": 2, "num_layers": 1,
               "learning_rate": 2e-3, "warmup_steps": 50, "train_batch_size": 256, "stopping_step": 2}
-    _, _, stats = pretrain(split, config, tmp_path / "pre")
+    pre = pretrain(split, config, tmp_path / "pre")
     res = run_kg_completion(config, split.dataset, run_dir=tmp_path / "run", split=split,
-                            pre_model_path=stats["checkpoint"])
-    assert res["pretrain"]["loaded"] and "mrr" in res["finetuned"]["test"]
+                            pre_model_path=pre.checkpoint)
+    assert res.pretrain["loaded"] and "mrr" in res.finetuned["test"]
     other = load_kg_split(make_synthetic_dataset(n_items=60, n_clusters=3, entities_per_cluster=4), seed=1)
     with pytest.raises(CheckpointError, match="not pre-trained by task"):
         run_kg_completion(config, other.dataset, run_dir=tmp_path / "other", split=other,
-                          pre_model_path=stats["checkpoint"])
+                          pre_model_path=pre.checkpoint)
 
 
 def test_kge_selection_on_valid_keeps_the_best_checked_weights(split):

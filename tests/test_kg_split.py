@@ -104,6 +104,24 @@ def test_graph_and_corpora_hold_train_triples_only(synth):
     assert not (_keys(np.column_stack([n[:, 0], r, n[:, 1]]), synth) & held_keys)
 
 
+def test_train_only_dataset_derives_its_own_artefacts(synth):
+    """Nothing derived from the full graph (the SEP popularity of its nodes, the decoding constraint)
+    carries over to the train-only dataset."""
+    from kgglm.decode.recommend import make_constraint
+
+    vocab = Vocabulary.from_graph(synth.graph, synth.name)
+    full_tables = synth.explanation_tables()
+    full_constraint = make_constraint(synth, vocab, split="test", hop_length=3)
+    train_only = load_kg_split(synth, seed=5).dataset
+    tables = train_only.explanation_tables()
+    assert tables is not full_tables and tables.graph is train_only.graph
+    np.testing.assert_array_equal(train_only.train_item_counts(), synth.train_item_counts())  # same interactions
+    assert make_constraint(train_only, vocab, split="test", hop_length=3).graph is train_only.graph
+    assert make_constraint(synth, vocab, split="test", hop_length=3) is full_constraint  # built once per dataset
+    with pytest.raises(ValueError):
+        synth.train_item_counts()[0] = 1.0  # read-only
+
+
 def test_ml100k_train_graph_has_no_held_out_triple(shared_data):
     from kgglm.data import load_dataset
 

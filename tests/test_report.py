@@ -61,7 +61,7 @@ def test_every_run_writes_a_self_contained_report(runs):
 def test_dataset_strings_are_escaped(runs):
     _, rec, _ = runs
     result = json.loads((rec / "result.json").read_text())
-    assert any(EVIL in r["item_name"] for ex in result["examples"] for r in ex["recommendations"])
+    assert any(EVIL in r["title"] for ex in result["examples"] for r in ex["recommendations"])
     page = (rec / REPORT_FILE).read_text()
     assert "<script" not in page.lower()
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page

@@ -295,9 +295,9 @@ def _sub_dataset(ds, n_users: int):
 
 def test_exact_back_step_fallback(monkeypatch):
     """With no rejection rounds every walk goes through the exact fallback: never back, all options."""
-    import kgglm.paths.sampling as sampling
+    import kgglm.paths.walker as walker
 
-    monkeypatch.setattr(sampling, "_BACKSTEP_ROUNDS", 0)
+    monkeypatch.setattr(walker, "_BACKSTEP_ROUNDS", 0)
     # E0 - I0 by relations 1 and 2 (two edges back), I0 - E1 by relation 1; E2 - I1 alone (leaf)
     g = CollaborativeGraph.from_edges(0, 2, 3, 3, np.array([2, 2, 0, 1]), np.array([1, 2, 1, 1]),
                                       np.array([0, 0, 3, 4]))

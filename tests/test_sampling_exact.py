@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from test_sampling import _sub_dataset, brute_user_paths, check_user_paths, rows, small_kg
 
-import kgglm.paths.sampling as sampling
+import kgglm.paths.user_paths as user_paths
 from kgglm.data.dataset import Interactions
 from kgglm.data.graph import CollaborativeGraph
 from kgglm.paths.sampling import sample_user_paths
@@ -34,9 +34,9 @@ def no_walks(monkeypatch, every_user: bool = True):
     def fail(*args, **kwargs):
         raise AssertionError("walked for a user that is enumerated exactly")
 
-    monkeypatch.setattr(sampling, "_user_walks", fail)
+    monkeypatch.setattr(user_paths, "_user_walks", fail)
     if every_user:
-        monkeypatch.setattr(sampling, "_EXACT_LOOKUPS_PER_PATH", 10**9)
+        monkeypatch.setattr(user_paths, "_EXACT_LOOKUPS_PER_PATH", 10**9)
 
 
 # ------------------------------------------------------------------------------------ path sets
@@ -77,7 +77,7 @@ def test_train_subset_of_graph_and_mixed_exact_and_walked_users(toy_dataset, mon
     keep = ds.splits["train"].users % 2 == 0
     train = Interactions(ds.splits["train"].users[keep], ds.splits["train"].items[keep])
     exact = sample_user_paths(g, train, max_paths_per_user=5, seed=1, last_hop="direct")
-    monkeypatch.setattr(sampling, "_EXACT_LOOKUPS_PER_PATH", -1)  # nobody exact: all walked
+    monkeypatch.setattr(user_paths, "_EXACT_LOOKUPS_PER_PATH", -1)  # nobody exact: all walked
     walked = sample_user_paths(g, train, max_paths_per_user=5, seed=1, last_hop="direct")
     for b in (exact, walked):
         check_user_paths(g, train, b, 3, 5, graph_train=ds.splits["train"])
@@ -169,7 +169,7 @@ def test_first_path_follows_the_walk_law(monkeypatch, exact):
     if exact:
         no_walks(monkeypatch)
     else:
-        monkeypatch.setattr(sampling, "_EXACT_LOOKUPS_PER_PATH", -1)
+        monkeypatch.setattr(user_paths, "_EXACT_LOOKUPS_PER_PATH", -1)
     n = 1500
     seen = Counter()
     for seed in range(n):

@@ -92,7 +92,7 @@ def test_recommendations_equal_recommend_from_checkpoint(client, engine):
         for g, e in zip(got["recommendations"], ref["recommendations"]):
             assert g["path"] == e["path"] and g["explanation"] == e["explanation"] and g["rank"] == e["rank"]
             assert g["score"] == pytest.approx(e["score"], abs=1e-5)
-            assert g["title"] == e["item_name"]
+            assert g["title"] == e["title"]
             assert [n["id"] for n in g["nodes"]] == g["path"][0::2]
             assert g["relations"][0] == "watched" and len(g["relations"]) == engine.hop_length
             assert g["nodes"][0]["kind"] == "user" and g["nodes"][-1]["kind"] == "item"

@@ -1,12 +1,15 @@
 """The explorer page in a real headless Chromium (Debian's ``chromium`` + ``chromium-driver``, via Selenium).
 
 A person's steps: open the page, search a user, click them, read their history and recommendations,
-see each explanation drawn as a graph, switch the explanation mode, open an item's facts. The
-screenshot is saved under the test's ``tmp_path``. Skipped, saying why, when no browser is installed.
+see each explanation drawn as a graph, switch the explanation mode, open an item's facts; open the
+run tab, read the metrics tables, open the run's report.html (every figure decodes and is not one
+colour, under the report's own CSP). The screenshot is saved under the test's ``tmp_path``.
+Skipped, saying why, when no browser is installed.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -123,3 +126,77 @@ def test_unknown_user_in_the_url_shows_an_error(browser, page_server):
     browser.get(page_server + "/?user=nobody-here")
     _wait(browser).until(lambda d: "nobody-here" in d.find_element(By.ID, "recs").text)
     assert "unknown user" in browser.find_element(By.ID, "recs").text
+
+
+# JS run in the report page (WebDriver scripts are not subject to its CSP): each <img> drawn to a
+# canvas, its size and the variance of its pixels' grey level.
+IMAGE_STATS = """
+return Array.from(document.images).map((img) => {
+  const c = document.createElement("canvas");
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  if (!img.complete || !c.width || !c.height) return {alt: img.alt, w: c.width, h: c.height, variance: 0};
+  const ctx = c.getContext("2d");
+  ctx.drawImage(img, 0, 0);
+  const px = ctx.getImageData(0, 0, c.width, c.height).data;
+  let n = 0, sum = 0, sq = 0;
+  for (let i = 0; i < px.length; i += 4) {
+    const g = 0.299 * px[i] + 0.587 * px[i + 1] + 0.114 * px[i + 2];
+    n += 1; sum += g; sq += g * g;
+  }
+  const mean = sum / n;
+  return {alt: img.alt, w: c.width, h: c.height, variance: sq / n - mean * mean};
+});
+"""
+
+
+def _metric_text(v) -> str:
+    """How the page writes a metric (app.js metricValue), computed here from result.json's value."""
+    return str(int(v)) if float(v).is_integer() else f"{v:.4f}"
+
+
+def test_run_tab_shows_the_metrics_and_opens_the_report(browser, page_server, serve_checkpoint):  # noqa: F811
+    drv = browser
+    result = json.loads((serve_checkpoint / "result.json").read_text())
+    drv.get_log("browser")  # drains the log of the tests before
+    drv.get(page_server + "/")
+    _wait(drv).until(lambda d: "KGGLM on toy" in d.find_element(By.ID, "status").text)
+    drv.find_element(By.ID, "tab-run").click()
+    _wait(drv).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#run-metrics table.metrics"))
+    assert drv.find_element(By.ID, "run-view").is_displayed() and "view=run" in drv.current_url
+    assert drv.find_element(By.ID, "run-name").text == serve_checkpoint.name
+    assert not drv.find_element(By.ID, "intro").is_displayed()
+
+    # the test and valid tables hold result.json's numbers: the model's and every baseline's
+    baselines = result.get("baselines") or {}
+    for split, own in (("test", result["test_result"]), ("valid", result["best_valid_result"])):
+        table = drv.find_element(By.CSS_SELECTOR, f'table.metrics[data-split="{split}"]')
+        heads = [th.text for th in table.find_elements(By.CSS_SELECTOR, "thead th")]
+        assert heads == ["metric", "KGGLM", *baselines]
+        columns = {"KGGLM": own, **{n: b[split] for n, b in baselines.items()}}
+        for metric in ("ndcg@5", "recall@5", "n_users"):
+            row = table.find_element(By.CSS_SELECTOR, f'tr[data-metric="{metric}"]')
+            cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+            assert cells == [_metric_text(col[metric]) for col in columns.values()], (split, metric)
+
+    # the report link opens report.html, served from the run directory, in a new tab
+    link = drv.find_element(By.ID, "report-link")
+    assert link.is_displayed() and link.get_attribute("href") == page_server + "/run/report"
+    page = drv.current_window_handle
+    link.click()
+    _wait(drv).until(lambda d: len(d.window_handles) == 2)
+    drv.switch_to.window(next(h for h in drv.window_handles if h != page))
+    try:
+        _wait(drv).until(lambda d: d.current_url.endswith("/run/report")
+                         and d.execute_script("return document.readyState") == "complete")
+        assert drv.title == "KGGLM on toy (pretrain+finetune)"
+        assert drv.execute_script("return getComputedStyle(document.body).fontFamily") == "sans-serif"  # its style
+        stats = drv.execute_script(IMAGE_STATS)
+        assert [s["alt"] for s in stats] == ["training", "metrics", "explanations", "paths"]
+        for s in stats:  # every figure decodes and is not one colour
+            assert s["w"] > 300 and s["h"] > 100 and s["variance"] > 10, s
+        assert not [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]  # no CSP violation
+    finally:
+        drv.close()
+        drv.switch_to.window(page)
+    drv.find_element(By.ID, "tab-explore").click()
+    assert drv.find_element(By.ID, "intro").is_displayed() and not drv.find_element(By.ID, "run-view").is_displayed()

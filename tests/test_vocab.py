@@ -33,6 +33,36 @@ def test_every_token_string_round_trips(toy_dataset):
             v.parse_token(bad)
 
 
+def test_id_token_conversions_agree_with_the_token_strings(toy_dataset):
+    """Every id <-> token conversion against token_string (the layout spelt out), on NumPy arrays and
+    torch tensors alike (a tensor stays a tensor)."""
+    import torch
+
+    v = Vocabulary.from_graph(toy_dataset.graph)
+    every = np.arange(-2, v.size + 3)
+    names = [v.token_string(int(t)) if 0 <= t < v.size else "" for t in every]
+
+    def expected(prefix, base=0):
+        return np.array([int(n[1:]) + base if n[:1] == prefix else -1 for n in names])
+
+    users, items = expected("U"), expected("I")
+    nodes = np.where(users >= 0, users, np.where(items >= 0, items + v.n_users, -1))
+    nodes = np.where(expected("E") >= 0, expected("E") + v.n_users + v.n_items, nodes)
+    for tokens in (every, torch.from_numpy(every)):
+        got = {"node": v.token_node(tokens), "item": v.token_item(tokens), "relation": v.token_relation(tokens)}
+        assert all(isinstance(x, type(tokens)) for x in got.values())
+        np.testing.assert_array_equal(np.asarray(got["node"]), nodes)
+        np.testing.assert_array_equal(np.asarray(got["item"]), items)
+        np.testing.assert_array_equal(np.asarray(got["relation"]), expected("R"))
+    assert [v.token_string(int(t)) for t in v.item_token(np.arange(v.n_items))] == [f"I{i}" for i in range(v.n_items)]
+    assert [v.token_string(int(t)) for t in v.user_token(torch.arange(3))] == ["U0", "U1", "U2"]
+    assert [v.token_string(int(t)) for t in v.relation_token([0, 1])] == ["R0", "R1"]
+    assert v.token_string(int(v.node_token(v.n_users + v.n_items))) == "E0"
+    lo, hi = v.item_token_range
+    assert (v.token_string(lo), v.token_string(hi - 1), v.token_string(hi)) == ("I0", f"I{v.n_items - 1}", "E0")
+    assert v.user_token_range == (v.parse_token("U0"), v.parse_token("I0"))
+
+
 def test_encode_decode_round_trip_with_padding(toy_dataset):
     g = toy_dataset.graph
     v = Vocabulary.from_graph(g)

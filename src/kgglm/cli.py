@@ -345,7 +345,7 @@ def format_examples(examples: list[dict]) -> str:
             path_score = rec.get("path_score")
             differs = path_score is not None and abs(path_score - rec["score"]) > 1e-6
             shown = f"; path {path_score:.3f}" if differs else ""
-            lines.append(f"  {rec['rank']:>2}. {rec['item_name']}  (score {rec['score']:.3f}{shown})")
+            lines.append(f"  {rec['rank']:>2}. {rec['title']}  (score {rec['score']:.3f}{shown})")
             if rec.get("explanation"):
                 lines.append(f"      {rec['explanation']}")
         if not ex["recommendations"]:

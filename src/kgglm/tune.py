@@ -318,20 +318,18 @@ def _from_label(p: Param, value: Any) -> Any:
 
 def _run_objective(model: str, dataset: str, config_file_list: list[str] | None, preset: str | None,
                    both_stages: bool) -> Callable[[dict], tuple[float, dict]]:
-    """The default objective: ``run_pipeline`` (pretrain + finetune) when ``both_stages``, else
-    ``run_kgglm`` (fine-tune ``pre_model_path``); returns the best valid score and extra columns."""
+    """The default objective: the whole job (pretrain + finetune, ``run_pipeline``) when ``both_stages``,
+    else one stage (fine-tune ``pre_model_path``, ``run_kgglm``); returns the best valid score and
+    extra columns."""
 
     def run(trial_dict: dict) -> tuple[float, dict]:
-        from kgglm.quick_start import run_kgglm, run_pipeline
+        from kgglm.tasks.run import run_task
 
-        if both_stages:
-            # run_pipeline skips pre-training when pre_model_path is set: clear it so the trial's own
-            # model (its sizes, its pre-training) is pretrained, then fine-tuned from that checkpoint
-            res = run_pipeline(model=model, dataset=dataset, config_file_list=config_file_list,
-                               config_dict={**trial_dict, "pre_model_path": ""}, preset=preset)
-        else:
-            res = run_kgglm(model=model, dataset=dataset, config_file_list=config_file_list,
-                            config_dict=trial_dict, preset=preset)
+        # the whole job skips pre-training when pre_model_path is set: clear it so the trial's own
+        # model (its sizes, its pre-training) is pretrained, then fine-tuned from that checkpoint
+        layer = {**trial_dict, "pre_model_path": ""} if both_stages else trial_dict
+        config = Config(model, dataset, config_file_list=config_file_list, config_dict=layer, preset=preset)
+        res = run_task(config, pipeline=both_stages)
         extra = {f"test:{k}": v for k, v in (res.test_result or {}).items() if isinstance(v, (int, float))}
         extra["stages"] = "pretrain+finetune" if both_stages else "finetune"
         extra["run_dir"] = str(res.run_dir)

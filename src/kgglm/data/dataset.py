@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from kgglm.data.explanation_tables import ExplanationTables
 from kgglm.data.graph import UI_RELATION, CollaborativeGraph
 
 SPLITS = ("train", "valid", "test")
@@ -47,7 +48,9 @@ class Dataset:
     kg_tails: np.ndarray  # int64 node ids
     graph: CollaborativeGraph
     stats: dict = field(default_factory=dict)
-    _cache: dict = field(default_factory=dict, repr=False, compare=False)  # derived arrays (seen items)
+    # the dataset's own memo of the derived artefacts below (private: other layers call the accessors);
+    # not an __init__ argument, so a copy made with dataclasses.replace starts with an empty one
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def n_users(self) -> int:
@@ -109,6 +112,23 @@ class Dataset:
     def split_items(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """CSR ``(indptr [n_users + 1], items)`` of each user's items in ``split`` (the relevant ones)."""
         return self._csr((split,))
+
+    # --------------------------------------------------------------------------- derived artefacts
+    def train_item_counts(self) -> np.ndarray:
+        """Training interactions per item as float64 ``[n_items]`` (Pop's scores, novelty); read-only,
+        built once."""
+        if "train_item_counts" not in self._cache:
+            counts = np.bincount(self.splits["train"].items, minlength=self.n_items).astype(np.float64)
+            counts.flags.writeable = False
+            self._cache["train_item_counts"] = counts
+        return self._cache["train_item_counts"]
+
+    def explanation_tables(self) -> ExplanationTables:
+        """The LIR/SEP lookups of the explanation metrics and of their post-processing (frozen, built
+        once: both the evaluator and the decoder read them)."""
+        if "explanation_tables" not in self._cache:
+            self._cache["explanation_tables"] = ExplanationTables.from_dataset(self)
+        return self._cache["explanation_tables"]
 
     def _csr(self, splits: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         if splits not in self._cache:

@@ -37,8 +37,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kgglm.data.atomic import DatasetError, read_atomic
-from kgglm.data.locate import CHECKSUM_FILE, cache_dir, find_dataset
+from kgglm import durable
+from kgglm.data.atomic import read_atomic
+from kgglm.data.download import resolve_dataset
+from kgglm.data.fetch import install, prepare_folder, write_table
+from kgglm.data.locate import cache_dir, find_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -119,9 +122,6 @@ def build_ml100k_dbpedia(data_path: str | Path | None = None, root: str | Path |
     ``root``: where to write (default: ``data_path``, else ``$KGGLM_DATA``, else the per-user cache);
     a read-only root falls back to the per-user cache, with a log line saying where.
     """
-    from kgglm import durable
-    from kgglm.data.download import _sha256, _write_table, resolve_dataset
-
     sources = {}
     for name in SOURCES:
         folder = find_dataset(name, data_path)
@@ -129,12 +129,7 @@ def build_ml100k_dbpedia(data_path: str | Path | None = None, root: str | Path |
             folder = resolve_dataset(name, data_path, download=download, show_progress=show_progress)
         sources[name] = folder
     roots = [Path(p) for p in (root, data_path, os.environ.get("KGGLM_DATA")) if p] + [cache_dir()]
-    target = _writable(roots[0] / NAME) or _writable(cache_dir() / NAME)
-    if target is None:
-        raise DatasetError(f"{NAME}: cannot write to {roots[0] / NAME} nor {cache_dir() / NAME}; expected a "
-                           "writable data root (pass --data-path DIR or set XDG_CACHE_HOME)")
-    if target.parent != roots[0]:
-        logger.warning("%s: %s is read-only; building into the per-user cache %s", NAME, roots[0], target)
+    target, _ = prepare_folder(roots[0], NAME)  # a read-only root: the per-user cache (logged)
     frames, report = link_frames(sources["ml-100k"], sources["ml1m"])
     with tempfile.TemporaryDirectory(dir=target, prefix=".build-") as tmp:
         stage = Path(tmp)
@@ -142,16 +137,11 @@ def build_ml100k_dbpedia(data_path: str | Path | None = None, root: str | Path |
             src = sources["ml-100k"] / f"ml-100k{suffix}"
             if src.is_file():
                 shutil.copyfile(src, stage / f"{NAME}{suffix}")
-        _write_table(stage / f"{NAME}.link", "item_id:token\tentity_id:token", frames["link"])
-        _write_table(stage / f"{NAME}.kg", "head_id:token\trelation_id:token\ttail_id:token", frames["kg"])
-        _write_table(stage / f"{NAME}.unmatched.tsv", "item_id\ttitle\tyear\tstatus\tnote", frames["unmatched"])
+        write_table(stage / f"{NAME}.link", "item_id:token\tentity_id:token", frames["link"])
+        write_table(stage / f"{NAME}.kg", "head_id:token\trelation_id:token\ttail_id:token", frames["kg"])
+        write_table(stage / f"{NAME}.unmatched.tsv", "item_id\ttitle\tyear\tstatus\tnote", frames["unmatched"])
         durable.write_json(stage / f"{NAME}.report.json", report, indent=2)
-        built = sorted(stage.iterdir(), key=lambda p: p.suffix == ".inter")  # .inter last: it marks "complete"
-        sums = {"zips": {}, "files": {p.name: _sha256(p) for p in built}}
-        for path in built[:-1]:
-            durable.move(path, target / path.name)
-        durable.write_json(target / CHECKSUM_FILE, sums, indent=2, sort_keys=True)
-        durable.move(built[-1], target / built[-1].name)
+        install(NAME, stage, target, {})
     logger.info("built %s in %s: %d of %d items linked, %.1f%% of interactions covered; unmatched in %s",
                 NAME, target, report["items_linked"], report["items"], 100 * report["interactions_covered"],
                 target / f"{NAME}.unmatched.tsv")
@@ -189,17 +179,6 @@ def link_frames(ml100k: Path, ml1m: Path) -> tuple[dict[str, pd.DataFrame], dict
               "duplicate_handling": "the lower item id is linked, the other reported as 'duplicate'",
               "sources": {"ml-100k": str(ml100k), "ml1m": str(ml1m)}}
     return {"link": link, "kg": kg, "unmatched": unmatched}, report
-
-
-def _writable(folder: Path) -> Path | None:
-    """``folder``, created if needed, when a file can be written in it; else None."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError:
-        return None
-    return folder
 
 
 def _numeric_order(values: pd.Series) -> pd.Series:

@@ -1,4 +1,4 @@
-"""Find a dataset's atomic files by name; download and build the known ones (``ml-100k``) when absent.
+"""Find a dataset's atomic files by name; download and build the known ones (``ml-100k``, ``ml1m``) when absent.
 
 Where a dataset ``NAME`` is looked for, first match wins:
 
@@ -8,7 +8,10 @@ Where a dataset ``NAME`` is looked for, first match wins:
 3. the per-user cache ``$XDG_CACHE_HOME/kgglm`` (default ``~/.cache/kgglm``).
 
 When not found and ``NAME`` is a known dataset, it is built in ``ROOT/NAME/`` under the first of those
-roots that was given (so ``--data-path`` also says where to download):
+roots that was given (so ``--data-path`` also says where to download; a read-only root falls back to the
+per-user cache, logged). ``ml1m`` comes from the paper's repository (:mod:`kgglm.data.paper_ml1m`, with
+pinned SHA-256 sums), ``ml-100k-dbpedia`` is built from ``ml-100k`` and ``ml1m`` (found or downloaded,
+:mod:`kgglm.data.dbpedia_link`); ``ml-100k`` is built from RecBole's archives:
 
 * RecBole's processed zip (``ProcessedDatasets/MovieLens/ml-100k.zip``) gives ``NAME.inter``,
   ``.item`` and ``.user`` as they are;
@@ -30,8 +33,6 @@ loads verify the files and later downloads the zips against it. The base URL can
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -43,10 +44,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pooch
 
-from kgglm import durable
 from kgglm.data.atomic import DatasetError, read_atomic
+from kgglm.data.fetch import (
+    install,
+    load_checksums,
+    obtain,
+    prepare_folder,
+    remove_empty,
+    sha256,
+    verify_checksums,
+    write_table,
+)
 from kgglm.data.locate import CHECKSUM_FILE, cache_dir, candidate_roots, find_dataset, valid_name
 
 __all__ = ["CHECKSUM_FILE", "KNOWN_DATASETS", "cache_dir", "candidate_roots", "convert_kb4rec", "download_dataset",
@@ -103,17 +112,21 @@ def resolve_dataset(
         return folder
     roots = candidate_roots(data_path)
     searched = ", ".join(str(r / name) for r in roots)
-    if name == "ml-100k-dbpedia":  # built from two other data sets, not downloaded
+    if name == "ml-100k-dbpedia":  # built from two other data sets (each found or downloaded)
         from kgglm.data.dbpedia_link import build_ml100k_dbpedia
 
         return build_ml100k_dbpedia(data_path, download=download, show_progress=show_progress)
-    if name not in KNOWN_DATASETS:
+    if name not in KNOWN_DATASETS and name != "ml1m":
         raise DatasetError(
             f"dataset '{name}': {name}.inter not found in {searched}; expected a folder DATA_PATH/{name}/ "
             f"with atomic files {name}.inter, {name}.kg and {name}.link (pass --data-path DATA_PATH or "
             f"set KGGLM_DATA)")
     if not download:
         raise DatasetError(f"dataset '{name}': not found in {searched} and downloading is off")
+    if name == "ml1m":  # the paper's files, from its repository
+        from kgglm.data.paper_ml1m import download_ml1m
+
+        return download_ml1m(roots[0], show_progress=show_progress)
     return download_dataset(name, roots[0], show_progress=show_progress)
 
 
@@ -136,37 +149,34 @@ def download_dataset(
         show_progress: show pooch's download progress bar.
     """
     spec = KNOWN_DATASETS[name]
-    folder = Path(root) / name
-    created = [p for p in (folder, *folder.parents) if not p.exists()]  # the folders this call makes
-    folder.mkdir(parents=True, exist_ok=True)
+    folder, created = prepare_folder(Path(root), name)
     try:
-        sums = _load_checksums(folder)
+        sums = load_checksums(folder)
         base = download_url(base_url)
         with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
             stage = Path(tmp) / "out"
             stage.mkdir()
             zips, urls = {}, [f"{base}/{spec.atomic_zip}", f"{base}/{spec.kg_zip}"]
+            offline = (f"could not download {name} from {{url}} ({{exc}}). Offline? Either fetch {' and '.join(urls)} "
+                       f"by hand and put both zips, unopened, in {folder}/ (they are converted from there on the "
+                       f"next run), or put ready atomic files {name}.inter, {name}.kg and {name}.link (e.g. the "
+                       f"ml-100k folder that RecBole/hopwise ship in dataset_example/) in DIR/{name}/ and pass "
+                       f"--data-path DIR or set KGGLM_DATA=DIR")
+            mismatch = (f"Expected the SHA-256 recorded at the first download in {folder / CHECKSUM_FILE} (delete "
+                        "that file to accept a new upstream file)")
             for rel_url, url in zip((spec.atomic_zip, spec.kg_zip), urls):
                 want = (hashes or {}).get(Path(rel_url).name) or sums["zips"].get(rel_url)
-                zips[rel_url] = _obtain(name, urls, url, want, folder, Path(tmp), show_progress)
-                sums["zips"][rel_url] = _sha256(zips[rel_url])
+                zips[rel_url] = obtain(url, want, folder / Path(url).name, Path(tmp), show_progress=show_progress,
+                                       offline=offline, mismatch=mismatch)
+                sums["zips"][rel_url] = sha256(zips[rel_url])
             _extract_atomic(zips[spec.atomic_zip], name, stage, f"{base}/{spec.atomic_zip}")
             n_links, n_triples = convert_kb4rec(zips[spec.kg_zip], stage / f"{name}.inter", stage, name, hop=spec.hop)
             logger.info("%s: linked %d items, kept %d KG triples (hop %d)", name, n_links, n_triples, spec.hop)
             if spec.caveat:
                 logger.warning("%s: %s", name, spec.caveat)
-            built = sorted(stage.iterdir(), key=lambda p: p.suffix == ".inter")  # .inter last: it marks "complete"
-            sums["files"] = {p.name: _sha256(p) for p in built}
-            for path in built[:-1]:
-                durable.move(path, folder / path.name)
-            durable.write_json(folder / CHECKSUM_FILE, sums, indent=2, sort_keys=True)
-            durable.move(built[-1], folder / built[-1].name)
+            install(name, stage, folder, sums["zips"])
     except BaseException:
-        for path in created:  # deepest first: a failed first download leaves no empty folders behind
-            try:
-                path.rmdir()
-            except OSError:
-                break
+        remove_empty(created)
         raise
     logger.info("built %s in %s", name, folder)
     return folder
@@ -211,57 +221,12 @@ def convert_kb4rec(kg_zip: str | Path, inter_path: str | Path, out_dir: str | Pa
     except zipfile.BadZipFile as exc:
         raise DatasetError(f"{kg_zip}: not a valid zip ({exc}); expected KB4Rec's MovieLens-KG.zip") from None
     kg = pd.concat(kept, ignore_index=True).drop_duplicates()
-    _write_table(out_dir / f"{name}.link", LINK_HEADER, link[["item", "entity"]])
-    _write_table(out_dir / f"{name}.kg", KG_HEADER, kg)
+    write_table(out_dir / f"{name}.link", LINK_HEADER, link[["item", "entity"]])
+    write_table(out_dir / f"{name}.kg", KG_HEADER, kg)
     return len(link), len(kg)
 
 
-def verify_checksums(folder: Path) -> None:
-    """Check downloaded files against the SHA-256 recorded at their download (no-op if none)."""
-    path = folder / CHECKSUM_FILE
-    if not path.is_file():
-        return
-    for fname, want in _load_checksums(folder)["files"].items():
-        file = folder / fname
-        if file.is_file() and _sha256(file) != want:
-            raise DatasetError(f"{file}: SHA-256 differs from the one recorded at download in {path}; "
-                               "expected the downloaded file unchanged (delete the folder to download "
-                               "it again)")
-
-
 # --------------------------------------------------------------------------------------- internals
-def _obtain(name: str, urls: list[str], url: str, want: str | None, folder: Path, tmp: Path,
-            show_progress: bool) -> Path:
-    """A zip from ``folder`` when the user put it there by hand, else downloaded by pooch into ``tmp``.
-
-    pooch rather than urllib: it streams to a temporary file, checks the hash and only then renames,
-    which is exactly the "nothing half-written" rule, with a tqdm progress bar; it costs one small
-    pure-Python dependency (plus ``requests``, which it brings).
-    """
-    local = folder / Path(url).name
-    if local.is_file():
-        if want and _sha256(local) != want:
-            raise DatasetError(f"{local}: SHA-256 {_sha256(local)} differs from the expected {want}; "
-                               "expected the upstream file (delete it to download it again)")
-        logger.info("using %s instead of downloading %s", local, url)
-        return local
-    try:
-        downloader = pooch.HTTPDownloader(progressbar=show_progress, timeout=60)
-        return Path(pooch.retrieve(url, known_hash=f"sha256:{want}" if want else None, fname=local.name,
-                                   path=tmp, downloader=downloader))
-    except ValueError as exc:  # pooch's hash mismatch; it has already deleted the download
-        raise DatasetError(f"{url}: {exc} Expected the SHA-256 recorded at the first download in "
-                           f"{folder / CHECKSUM_FILE} (delete that file to accept a new upstream file)") from None
-    except OSError as exc:  # requests' errors are OSErrors too: no network, refused, HTTP 404...
-        raise DatasetError(
-            f"could not download {name} from {url} ({exc}). Offline? Either fetch "
-            f"{' and '.join(urls)} by hand and put both "
-            f"zips, unopened, in {folder}/ (they are converted from there on the next run), or put ready "
-            f"atomic files {name}.inter, {name}.kg and {name}.link (e.g. the ml-100k folder that "
-            f"RecBole/hopwise ship in dataset_example/) in DIR/{name}/ and pass --data-path DIR or set "
-            f"KGGLM_DATA=DIR") from None
-
-
 def _extract_atomic(zip_path: Path, name: str, stage: Path, url: str) -> None:
     """Copy ``NAME.inter/.item/.user`` found at the zip root or one folder down into ``stage``."""
     wanted = {f"{name}{s}" for s in (".inter", ".item", ".user")}
@@ -348,29 +313,4 @@ def _select(zf: zipfile.ZipFile, info: zipfile.ZipInfo, relations: np.ndarray, s
         parts.append(chunk[keep.to_numpy()])
     return _concat(parts, ["head", "relation", "tail"])
 
-
-def _write_table(path: Path, header: str, frame: pd.DataFrame) -> None:
-    """Write an atomic file durably (:mod:`kgglm.durable`), so a reader never sees half of it."""
-    with durable.open_atomic(path, "w", newline="\n") as f:
-        f.write(header + "\n")
-        frame.to_csv(f, sep="\t", header=False, index=False, quoting=csv.QUOTE_NONE, lineterminator="\n")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _load_checksums(folder: Path) -> dict:
-    path = folder / CHECKSUM_FILE
-    if not path.is_file():
-        return {"zips": {}, "files": {}}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return {"zips": dict(data.get("zips", {})), "files": dict(data.get("files", {}))}
-    except (ValueError, AttributeError) as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc}); expected the checksum record") from None
 

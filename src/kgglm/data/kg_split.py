@@ -162,10 +162,9 @@ def train_only_dataset(data: Dataset, train: np.ndarray) -> Dataset:
     graph = build_graph(data.n_users, data.n_items, data.n_entities, data.n_relations, data.splits["train"],
                         train[:, 0], train[:, 1], train[:, 2])
     stats = dict(data.stats, triples=len(train), csr_edges=graph.n_edges, kg_graph="train triples only")
-    # a fresh derived-array cache (when the Dataset has one): nothing cached for the full graph carries over
-    fresh = {"_cache": {}} if "_cache" in {f.name for f in dataclasses.fields(data)} else {}
+    # a new Dataset derives its own artefacts: nothing derived from the full graph carries over
     return dataclasses.replace(data, kg_heads=train[:, 0].copy(), kg_relations=train[:, 1].copy(),
-                               kg_tails=train[:, 2].copy(), graph=graph, stats=stats, **fresh)
+                               kg_tails=train[:, 2].copy(), graph=graph, stats=stats)
 
 
 # ------------------------------------------------------------------------------------ main entry
@@ -216,10 +215,3 @@ def load_kg_split(data: Dataset, *, kg_eval_args: Mapping | None = None, seed: i
              "kg_train_sha1": hashlib.sha1(np.ascontiguousarray(train, dtype=np.int64).tobytes()).hexdigest()[:16]}
     logger.info("kg split (%s): %d train, %d valid, %d test triples", source, len(train), len(valid), len(test))
     return KGSplit(train=train, valid=valid, test=test, dataset=train_only_dataset(data, train), stats=stats)
-
-
-def kg_split_from_config(config: Mapping, data: Dataset) -> KGSplit:
-    """:func:`load_kg_split` with ``kg_eval_args``, ``seed`` and the KG field names of a resolved config."""
-    fields = tuple(config[k] for k in ("HEAD_ENTITY_ID_FIELD", "RELATION_ID_FIELD", "TAIL_ENTITY_ID_FIELD"))
-    return load_kg_split(data, kg_eval_args=config["kg_eval_args"], seed=int(config["seed"]),
-                         fields=fields)  # type: ignore[arg-type]

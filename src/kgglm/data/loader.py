@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,27 +96,108 @@ def load_dataset(
     return load_or_parse(dataset, options, _parse)
 
 
-def _parse(dataset: str, *, data_path, eval_args, seed, benchmark_filename, USER_ID_FIELD, ITEM_ID_FIELD,
-           TIME_FIELD, HEAD_ENTITY_ID_FIELD, RELATION_ID_FIELD, TAIL_ENTITY_ID_FIELD, ENTITY_ID_FIELD, ui_relation,
-           show_progress, download, item_name) -> Dataset:
-    """:func:`load_dataset` without the cache: parse the atomic files."""
+@dataclass(frozen=True)
+class _Options:
+    """:func:`load_dataset`'s arguments but the dataset and the cache switch (what the cache keys on)."""
+
+    data_path: str | Path | None
+    eval_args: dict | None
+    seed: int
+    benchmark_filename: list[str] | None
+    USER_ID_FIELD: str
+    ITEM_ID_FIELD: str
+    TIME_FIELD: str
+    HEAD_ENTITY_ID_FIELD: str
+    RELATION_ID_FIELD: str
+    TAIL_ENTITY_ID_FIELD: str
+    ENTITY_ID_FIELD: str
+    ui_relation: str
+    show_progress: bool
+    download: bool
+    item_name: str
+
+    @property
+    def kg_fields(self) -> tuple[str, str, str]:
+        return self.HEAD_ENTITY_ID_FIELD, self.RELATION_ID_FIELD, self.TAIL_ENTITY_ID_FIELD
+
+
+@dataclass(frozen=True)
+class _KG:
+    """The KG triples as node ids, the entity and relation tokens, and the link counts."""
+
+    heads: np.ndarray
+    relations: np.ndarray
+    tails: np.ndarray
+    entity_tokens: np.ndarray
+    relation_tokens: np.ndarray  # ui_relation first
+    kg_entities: int  # distinct heads and tails, linked items included
+    linked_items: int
+    linked_items_in_kg: int
+
+
+def _parse(dataset: str, **options) -> Dataset:
+    """:func:`load_dataset` without the cache (its keyword arguments but ``cache``): parse the atomic files."""
+    from kgglm.data.download import resolve_dataset
+    from kgglm.data.splits import normalize_eval_args
+
+    t0 = time.perf_counter()
+    opt = _Options(**options)
+    folder = resolve_dataset(dataset, opt.data_path, show_progress=opt.show_progress, download=opt.download)
+    eval_args = normalize_eval_args(opt.eval_args)
+    users, items, times, user_tokens, item_tokens, splits = _read_interactions(folder, dataset, opt, eval_args)
+    n_users, n_items = len(user_tokens), len(item_tokens)
+    item_entity, kg = _read_kg(folder, dataset, opt, item_tokens, n_users)
+    item_tokens = np.asarray(item_tokens, dtype=object)
+    if opt.item_name not in ("title", "entity"):
+        raise ValueError(f"item_name must be 'title' or 'entity', got {opt.item_name!r}")
+    item_names = _item_names(folder / f"{dataset}.item", opt.ITEM_ID_FIELD, item_tokens)
+    if opt.item_name == "entity":
+        item_names = np.where(item_entity != "", item_entity, item_names).astype(object)
+    graph = build_graph(n_users, n_items, len(kg.entity_tokens), len(kg.relation_tokens), splits["train"],
+                        kg.heads, kg.relations, kg.tails)
+    ds = Dataset(name=dataset, user_tokens=np.asarray(user_tokens, dtype=object), item_tokens=item_tokens,
+                 entity_tokens=kg.entity_tokens, relation_tokens=kg.relation_tokens, item_names=item_names,
+                 item_entity_tokens=item_entity, splits=splits, kg_heads=kg.heads, kg_relations=kg.relations,
+                 kg_tails=kg.tails, graph=graph)
+    ds.stats.update({
+        "dataset": dataset,
+        "path": str(folder),
+        "users": n_users,
+        "items": n_items,
+        "interactions": int(len(users)),
+        **{f"{name}_interactions": len(splits[name]) for name in SPLITS},
+        "kg_entities": kg.kg_entities,
+        "entities": int(len(kg.entity_tokens)),
+        "linked_items": kg.linked_items,
+        "linked_items_in_kg": kg.linked_items_in_kg,
+        "relations": int(len(kg.relation_tokens)),
+        "kg_relations": int(len(kg.relation_tokens)) - 1,
+        "triples": int(len(kg.heads)),
+        "nodes": graph.n_nodes,
+        "csr_edges": graph.n_edges,
+        "split": "benchmark " + ",".join(opt.benchmark_filename) if opt.benchmark_filename else str(eval_args),
+        "load_seconds": round(time.perf_counter() - t0, 3),
+    })
+    logger.info("loaded %s in %.2fs: %d users, %d items, %d interactions, %d triples", dataset,
+                ds.stats["load_seconds"], n_users, n_items, len(users), len(kg.heads))
+    return ds
+
+
+def _read_interactions(folder: Path, dataset: str, opt: _Options, eval_args: dict):
+    """``(users, items, times, user tokens, item tokens, splits)``: the interaction file (or the pre-split
+    files in train, valid, test order), de-duplicated, numbered and split."""
     import pandas as pd
 
     from kgglm.data.atomic import DatasetError, read_atomic
-    from kgglm.data.download import resolve_dataset
-    from kgglm.data.splits import normalize_eval_args, split_indices
+    from kgglm.data.splits import split_indices
 
-    t0 = time.perf_counter()
-    uid, iid, tfield = USER_ID_FIELD, ITEM_ID_FIELD, TIME_FIELD
-    folder = resolve_dataset(dataset, data_path, show_progress=show_progress, download=download)
-    eval_args = normalize_eval_args(eval_args)
-
-    # ---- interactions: one file, or the pre-split files in train, valid, test order
-    if benchmark_filename:
-        if len(benchmark_filename) != 3:
-            raise DatasetError(f"benchmark_filename: got {benchmark_filename!r}; expected three suffixes "
+    uid, iid, tfield = opt.USER_ID_FIELD, opt.ITEM_ID_FIELD, opt.TIME_FIELD
+    benchmark = opt.benchmark_filename
+    if benchmark:
+        if len(benchmark) != 3:
+            raise DatasetError(f"benchmark_filename: got {benchmark!r}; expected three suffixes "
                                "for train, valid and test, e.g. ['train', 'valid', 'test']")
-        paths = [folder / f"{dataset}.{part}.inter" for part in benchmark_filename]
+        paths = [folder / f"{dataset}.{part}.inter" for part in benchmark]
     else:
         paths = [folder / f"{dataset}.inter"]
     tables = [read_atomic(p, required=(uid, iid), usecols=(uid, iid, tfield)) for p in paths]
@@ -129,34 +211,39 @@ def _parse(dataset: str, *, data_path, eval_args, seed, benchmark_filename, USER
 
     user_codes, user_tokens = pd.factorize(user_str)
     item_codes, item_tokens = pd.factorize(item_str)
-    n_users, n_items = len(user_tokens), len(item_tokens)
-    keep = ~pd.Series(user_codes.astype(np.int64) * n_items + item_codes).duplicated().to_numpy()
+    keep = ~pd.Series(user_codes.astype(np.int64) * len(item_tokens) + item_codes).duplicated().to_numpy()
     if not keep.all():
         logger.debug("dropped %d duplicate interactions (kept the first)", int((~keep).sum()))
     users, items = user_codes[keep].astype(np.int64), item_codes[keep].astype(np.int64)
     times = times[keep] if times is not None else None
     part_of_row = part_of_row[keep]
-
-    if benchmark_filename:
+    if benchmark:
         parts = {name: np.flatnonzero(part_of_row == k) for k, name in enumerate(SPLITS)}
     else:
-        parts = split_indices(users, eval_args=eval_args, timestamps=times, seed=seed)
+        parts = split_indices(users, eval_args=eval_args, timestamps=times, seed=opt.seed)
     splits = {name: Interactions(users[idx], items[idx], None if times is None else times[idx])
               for name, idx in parts.items()}
+    return users, items, times, user_tokens, item_tokens, splits
 
-    # ---- knowledge graph, links and names
-    kg = read_atomic(folder / f"{dataset}.kg", required=(HEAD_ENTITY_ID_FIELD, RELATION_ID_FIELD,
-                                                          TAIL_ENTITY_ID_FIELD))
-    _check_tokens(kg, (HEAD_ENTITY_ID_FIELD, RELATION_ID_FIELD, TAIL_ENTITY_ID_FIELD))
-    link = read_atomic(folder / f"{dataset}.link", required=(iid, ENTITY_ID_FIELD), allow_empty=True)
-    _check_tokens(link, (iid, ENTITY_ID_FIELD))
-    item_entity = _link_items(link, iid, ENTITY_ID_FIELD, pd.Index(item_tokens))
 
-    heads, rels, tails = (kg.column(f) for f in (HEAD_ENTITY_ID_FIELD, RELATION_ID_FIELD, TAIL_ENTITY_ID_FIELD))
+def _read_kg(folder: Path, dataset: str, opt: _Options, item_tokens, n_users: int) -> tuple[np.ndarray, _KG]:
+    """The items' linked entity tokens ('' when unlinked) and the KG (``.kg`` and ``.link``) as node ids."""
+    import pandas as pd
+
+    from kgglm.data.atomic import DatasetError, read_atomic
+
+    iid, eid = opt.ITEM_ID_FIELD, opt.ENTITY_ID_FIELD
+    kg = read_atomic(folder / f"{dataset}.kg", required=opt.kg_fields)
+    _check_tokens(kg, opt.kg_fields)
+    link = read_atomic(folder / f"{dataset}.link", required=(iid, eid), allow_empty=True)
+    _check_tokens(link, (iid, eid))
+    item_entity = _link_items(link, iid, eid, pd.Index(item_tokens))
+
+    heads, rels, tails = (kg.column(f) for f in opt.kg_fields)
     kg_codes, kg_tokens = pd.factorize(np.column_stack([heads, tails]).ravel())
     rel_tokens = np.array(sorted(set(rels.tolist())), dtype=object)
-    if ui_relation in set(rel_tokens):
-        raise DatasetError(f"{kg.path}: KG relation '{ui_relation}' has the name of ui_relation; expected "
+    if opt.ui_relation in set(rel_tokens):
+        raise DatasetError(f"{kg.path}: KG relation '{opt.ui_relation}' has the name of ui_relation; expected "
                            "a name not used by the KG (set ui_relation)")
     rel_ids = 1 + np.searchsorted(rel_tokens.astype(str), rels.astype(str))
     # entity token -> node: the linked item's node, or the next entity id in order of appearance
@@ -165,64 +252,21 @@ def _parse(dataset: str, *, data_path, eval_args, seed, benchmark_filename, USER
     linked_item = np.where(found >= 0, linked[np.maximum(found, 0)] if len(linked) else -1, -1)
     is_entity = linked_item < 0
     entity_rank = np.cumsum(is_entity) - 1
-    token_node = np.where(is_entity, n_users + n_items + entity_rank, n_users + linked_item)
+    token_node = np.where(is_entity, n_users + len(item_tokens) + entity_rank, n_users + linked_item)
     head_nodes, tail_nodes = token_node[kg_codes[0::2]], token_node[kg_codes[1::2]]
     kg_keep = ~pd.Series((head_nodes * (len(rel_tokens) + 1) + rel_ids) * len(token_node)
                          + kg_codes[1::2]).duplicated().to_numpy()
     if not kg_keep.all():
         logger.debug("dropped %d duplicate triples (kept the first)", int((~kg_keep).sum()))
-    kg_heads, kg_rels, kg_tails = head_nodes[kg_keep], rel_ids[kg_keep].astype(np.int64), tail_nodes[kg_keep]
-    entity_tokens = np.asarray(kg_tokens[is_entity], dtype=object)
     n_linked_in_kg = int((~is_entity).sum())
     linked_total = int((item_entity != "").sum())
     if linked_total > n_linked_in_kg:
         logger.debug("%d linked items have no triples in %s", linked_total - n_linked_in_kg, kg.path)
-
-    item_tokens = np.asarray(item_tokens, dtype=object)
-    if item_name not in ("title", "entity"):
-        raise ValueError(f"item_name must be 'title' or 'entity', got {item_name!r}")
-    item_names = _item_names(folder / f"{dataset}.item", iid, item_tokens)
-    if item_name == "entity":
-        item_names = np.where(item_entity != "", item_entity, item_names).astype(object)
-    relation_tokens = np.concatenate([[ui_relation], rel_tokens]).astype(object)
-    graph = build_graph(n_users, n_items, len(entity_tokens), len(relation_tokens), splits["train"],
-                        kg_heads, kg_rels, kg_tails)
-    ds = Dataset(
-        name=dataset,
-        user_tokens=np.asarray(user_tokens, dtype=object),
-        item_tokens=item_tokens,
-        entity_tokens=entity_tokens,
-        relation_tokens=relation_tokens,
-        item_names=item_names,
-        item_entity_tokens=item_entity,
-        splits=splits,
-        kg_heads=kg_heads,
-        kg_relations=kg_rels,
-        kg_tails=kg_tails,
-        graph=graph,
-    )
-    ds.stats.update({
-        "dataset": dataset,
-        "path": str(folder),
-        "users": n_users,
-        "items": n_items,
-        "interactions": int(len(users)),
-        **{f"{name}_interactions": len(splits[name]) for name in SPLITS},
-        "kg_entities": int(len(kg_tokens)),
-        "entities": int(len(entity_tokens)),
-        "linked_items": linked_total,
-        "linked_items_in_kg": n_linked_in_kg,
-        "relations": int(len(relation_tokens)),
-        "kg_relations": int(len(rel_tokens)),
-        "triples": int(len(kg_heads)),
-        "nodes": graph.n_nodes,
-        "csr_edges": graph.n_edges,
-        "split": "benchmark " + ",".join(benchmark_filename) if benchmark_filename else str(eval_args),
-        "load_seconds": round(time.perf_counter() - t0, 3),
-    })
-    logger.info("loaded %s in %.2fs: %d users, %d items, %d interactions, %d triples", dataset,
-             ds.stats["load_seconds"], n_users, n_items, len(users), len(kg_heads))
-    return ds
+    return item_entity, _KG(heads=head_nodes[kg_keep], relations=rel_ids[kg_keep].astype(np.int64),
+                            tails=tail_nodes[kg_keep], entity_tokens=np.asarray(kg_tokens[is_entity], dtype=object),
+                            relation_tokens=np.concatenate([[opt.ui_relation], rel_tokens]).astype(object),
+                            kg_entities=int(len(kg_tokens)), linked_items=linked_total,
+                            linked_items_in_kg=n_linked_in_kg)
 
 
 def load_dataset_from_config(config: Mapping[str, Any], *, cache: bool | None = None) -> Dataset:

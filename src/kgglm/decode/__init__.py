@@ -2,7 +2,14 @@
 
 from kgglm.decode.beam_search import BeamSearchOutput, beam_search
 from kgglm.decode.constraints import GraphConstraint
-from kgglm.decode.explain import explain, explained, path_strings
+from kgglm.decode.explain import (
+                                    ExplainedList,
+                                    ExplainedRecommendation,
+                                    explain,
+                                    explained,
+                                    explained_records,
+                                    path_strings,
+)
 from kgglm.decode.generation import PathGenerationConfig
 from kgglm.decode.recommend import (
                                     Recommendations,
@@ -12,6 +19,6 @@ from kgglm.decode.recommend import (
                                     write_recommendations,
 )
 
-__all__ = ["BeamSearchOutput", "GraphConstraint", "PathGenerationConfig", "Recommendations", "beam_search",
-           "explain", "explained", "make_constraint", "path_strings", "read_recommendations", "recommend",
-           "write_recommendations"]
+__all__ = ["BeamSearchOutput", "ExplainedList", "ExplainedRecommendation", "GraphConstraint", "PathGenerationConfig",
+           "Recommendations", "beam_search", "explain", "explained", "explained_records", "make_constraint",
+           "path_strings", "read_recommendations", "recommend", "write_recommendations"]

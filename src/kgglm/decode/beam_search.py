@@ -23,10 +23,17 @@ import logging
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from kgglm.decode.constraints import NEG_INF, GraphConstraint
 from kgglm.decode.generation import PathGenerationConfig
+from kgglm.decode.pair_scores import (
+    dense_pairs,
+    item_normalised,
+    masked_log_softmax,
+    pair_logits,
+    segment_log_softmax,
+    sparse_head,
+)
 from kgglm.paths.vocab import BOS, PAD
 
 logger = logging.getLogger(__name__)
@@ -54,111 +61,6 @@ class BeamSearchOutput:
     candidate_scores: torch.Tensor | None = None  # [B, K, M] their log-probabilities (-inf: fewer paths)
 
 
-def _filter_top_k_top_p(logp: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Sampling warpers on per-row log-probabilities (as transformers' TopK/TopP warpers)."""
-    if top_k and top_k > 0:
-        k = min(top_k, logp.shape[-1])
-        kth = torch.topk(logp, k, dim=-1).values[..., -1:]
-        logp = logp.masked_fill(logp < kth, NEG_INF)
-    if top_p < 1.0:
-        sorted_lp, order = torch.sort(logp, dim=-1, descending=True)
-        cum = torch.cumsum(sorted_lp.exp(), dim=-1)
-        remove = (cum - sorted_lp.exp()) > top_p  # keep the smallest prefix whose mass reaches top_p
-        remove[..., 0] = False
-        logp = logp.masked_fill(torch.zeros_like(remove).scatter(-1, order, remove), NEG_INF)
-    return logp
-
-
-def _masked_log_softmax(scores: torch.Tensor) -> torch.Tensor:
-    """log_softmax over legal tokens; rows with no legal token stay all ``-inf`` (not NaN)."""
-    logp = F.log_softmax(scores, dim=-1)
-    return torch.where(torch.isfinite(scores), logp, torch.full_like(logp, NEG_INF))
-
-
-def _sparse_head(model):
-    """``(hidden_states, output_weight)`` for a model that exposes them (KGGLM), else ``None``.
-
-    With them the search scores only the legal tokens of each row (a few per row instead of the
-    whole vocabulary); other models go through ``forward`` and the dense ``LogitsProcessor`` mask.
-    A model opts in by defining ``hidden_states(ids, cache)``, ``output_embeddings()`` and
-    ``new_cache(batch, capacity)``.
-    """
-    if all(callable(getattr(model, name, None)) for name in ("hidden_states", "output_embeddings", "new_cache")):
-        return model.hidden_states, model.output_embeddings()
-    return None
-
-
-def _pair_logits(h: torch.Tensor, w: torch.Tensor, rows: torch.Tensor, toks: torch.Tensor, *,
-                 block: int = 1 << 18, chunk: int = 1 << 15) -> torch.Tensor:
-    """``logits[p] = h[rows[p]] . w[toks[p]]`` for the legal pairs only (``rows`` ascending).
-
-    A matmul of the rows against the embeddings of the distinct tokens involved, then a gather,
-    is far cheaper per logit than per-pair dot products (a dense GEMM against gathered vectors),
-    so it is used whenever it computes at most 64x more logits than there are pairs. It runs over
-    blocks of rows whose ``[rows, distinct tokens]`` product stays within ``block`` floats (cache-
-    sized, and memory bounded however many tokens the graph has). Otherwise, per-pair dot
-    products in fixed-size chunks. The distinct tokens are found with a vocabulary-sized presence
-    mask (one ``O(V + pairs)`` pass) instead of sorting the pairs.
-    """
-    present = torch.zeros(w.shape[0], dtype=torch.bool, device=h.device)
-    present[toks] = True
-    uniq = present.nonzero().squeeze(1)
-    n_rows, n_uniq = h.shape[0], uniq.shape[0]
-    out = torch.empty(rows.shape[0], device=h.device, dtype=torch.float32)
-    if n_rows * n_uniq <= 64 * rows.shape[0]:
-        inv = (torch.cumsum(present, 0) - 1)[toks]  # position of each pair's token among the distinct ones
-        w_t, hf = w[uniq].float().T, h.float()
-        step = max(1, block // max(n_uniq, 1))
-        bounds = torch.searchsorted(rows, torch.arange(0, n_rows + step, step, device=h.device)).tolist()
-        for i, r0 in enumerate(range(0, n_rows, step)):  # loop over memory blocks, not rows or users
-            p0, p1 = bounds[i], bounds[i + 1]
-            if p1 > p0:
-                out[p0:p1] = (hf[r0:r0 + step] @ w_t).view(-1)[(rows[p0:p1] - r0) * n_uniq + inv[p0:p1]]
-        return out
-    for s in range(0, rows.shape[0], chunk):  # loop over memory chunks, not rows or users
-        e = s + chunk
-        out[s:e] = (h[rows[s:e]].float() * w[toks[s:e]].float()).sum(-1)
-    return out
-
-
-def _segment_log_softmax(x: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor:
-    """log_softmax of ``x`` within each row's group of pairs."""
-    m = torch.full((n_rows,), NEG_INF, device=x.device).scatter_reduce(0, rows, x, "amax")
-    shifted = x - m[rows]
-    z = torch.zeros(n_rows, device=x.device).index_add_(0, rows, shifted.exp())
-    return shifted - z.log()[rows]
-
-
-def _dense_pairs(constraint, seqs, last, do_sample, temperature, top_k, top_p, items_norm: bool = False):
-    """Legal pairs, their log-probs and (sampling) warped log-probs via the ``LogitsProcessor``."""
-    scores = constraint(seqs, last.float())
-    logp = _masked_log_softmax(scores)
-    rows, toks = torch.isfinite(logp).nonzero(as_tuple=True)
-    lp = logp[rows, toks]
-    if items_norm:  # the last item over all items (see _item_normalised)
-        lo = constraint.item_token_offset
-        lp = last.float()[rows, toks] - torch.logsumexp(last.float()[:, lo:lo + constraint.graph.n_items], -1)[rows]
-    warped = None
-    if do_sample:
-        w = _filter_top_k_top_p(_masked_log_softmax(scores / temperature), top_k, top_p)
-        warped = w[rows, toks]
-    return rows, toks, lp, warped
-
-
-def _item_normalised(state: torch.Tensor, w: torch.Tensor, constraint, rows: torch.Tensor,
-                     logits: torch.Tensor) -> torch.Tensor:
-    """Log-probability of the last (item) token normalised over *all* items, the distribution
-    training fits (typed output), instead of over each beam's unseen legal items.
-
-    Every training path ends on one of the user's training items, so the model puts most of the
-    last hop's mass on items that are masked at test time; renormalising the small remainder per
-    beam gives an item probability near 1 whenever a beam has a single unseen continuation, and
-    wider searches then surface many such beams. Over all items, scores compare across beams."""
-    lo = constraint.item_token_offset
-    w_items = w[lo:lo + constraint.graph.n_items].float()
-    return logits - torch.logsumexp(state.float() @ w_items.T, dim=-1)[rows]
-
-
 def _empty_output(users, n_return, n_items, width, return_item_scores) -> BeamSearchOutput:
     b, device = users.shape[0], users.device
     kk = min(n_return, n_items)
@@ -171,22 +73,30 @@ def _empty_output(users, n_return, n_items, width, return_item_scores) -> BeamSe
                             if return_item_scores else None)
 
 
+@dataclass(frozen=True)
+class _Wanted:
+    """What one search pass returns: ``n_return`` items per user (or, with ``targets [B, K]``, the
+    best path of those items, ``-1``: none), the item score matrix, ``n_candidates`` paths per item."""
+
+    n_return: int
+    item_scores: bool = False
+    targets: torch.Tensor | None = None
+    n_candidates: int = 1
+
+
 @torch.inference_mode()
-def _search(model, constraint: GraphConstraint, users: torch.Tensor, gen: PathGenerationConfig, *, num_beams: int,
-            n_return: int, return_item_scores: bool, generator: torch.Generator | None,
-            sparse: bool = True, targets: torch.Tensor | None = None, n_candidates: int = 1) -> BeamSearchOutput:
+def _search(model, constraint: GraphConstraint, users: torch.Tensor, gen: PathGenerationConfig, want: _Wanted, *,
+            num_beams: int, generator: torch.Generator | None = None, sparse: bool = True) -> BeamSearchOutput:
     """One beam-search pass with a fixed beam width (see module docstring).
 
     Each step works on the legal ``(row, token)`` pairs: per user, the candidates of all its beams
     are laid out in a padded ``[users, candidates]`` matrix and the best ``num_beams`` kept.
     """
     device = constraint.device
-    n_items = constraint.graph.n_items
     n_steps = 2 * constraint.hop_length  # generated tokens after the prompt
     b = users.shape[0]
-    do_sample = gen.do_sample
-    head = _sparse_head(model) if sparse and not do_sample else None
-    prompt = torch.stack([torch.full_like(users, BOS), users + constraint.node_offset], dim=1)
+    head = sparse_head(model) if sparse and not gen.do_sample else None
+    prompt = torch.stack([torch.full_like(users, BOS), constraint.vocab.user_token(users)], dim=1)
     if head is not None:
         cache = model.new_cache(b, capacity=constraint.body_length + 1)
         state = head[0](prompt, cache)[:, -1]
@@ -201,45 +111,21 @@ def _search(model, constraint: GraphConstraint, users: torch.Tensor, gen: PathGe
     beam_scores = torch.zeros(b, device=device)  # [B * k] sum of log-probs
     prob_sum = torch.zeros(b, device=device)  # [B * k] sum of probabilities (cumulative ranking)
     exhaustive = torch.ones(b, dtype=torch.bool, device=device)
-    user_row0 = torch.arange(b, device=device).unsqueeze(1)
     for step in range(n_steps):
-        if head is not None:
-            rows, toks = constraint.allowed_pairs(seqs)
-            logits = _pair_logits(state, head[1], rows, toks)
-            if step == n_steps - 1 and gen.last_hop_norm == "items":
-                lp = _item_normalised(state, head[1], constraint, rows, logits)
-            else:
-                lp = _segment_log_softmax(logits, rows, seqs.shape[0])
-            warped = None
-        else:
-            items_norm = step == n_steps - 1 and gen.last_hop_norm == "items"
-            rows, toks, lp, warped = _dense_pairs(constraint, seqs, state, do_sample, gen.temperature, gen.top_k,
-                                                  gen.top_p, items_norm)
+        rows, toks, lp, warped = _step_pairs(constraint, head, state, seqs, gen, last=step == n_steps - 1)
         if step == n_steps - 1:
             break
-        n_pairs = rows.shape[0]
         score = beam_scores[rows] + lp
         key = score
         if warped is not None:  # Gumbel-top-k: sample prefixes without replacement
-            u = torch.rand(n_pairs, device=device, generator=generator).clamp_(1e-20, 1.0)
+            u = torch.rand(rows.shape[0], device=device, generator=generator).clamp_(1e-20, 1.0)
             key = beam_scores[rows] + warped - torch.log(-torch.log(u))
-        user = rows // k
-        counts = torch.bincount(user, minlength=b)
+        chosen = _select(rows, toks, key, k, b, num_beams, device)
+        if chosen is None:  # no user has a legal continuation
+            return _empty_output(users, want.n_return, constraint.graph.n_items, constraint.body_length,
+                                 want.item_scores)
+        src, token, pair, alive, counts, width = chosen
         exhaustive &= counts <= num_beams
-        max_count = int(counts.max()) if n_pairs else 0
-        if max_count == 0:
-            return _empty_output(users, n_return, n_items, constraint.body_length, return_item_scores)
-        width = min(num_beams, max_count)
-        starts = torch.cumsum(counts, 0) - counts
-        dense = torch.full((b, max_count), NEG_INF, device=device)
-        dense[user, torch.arange(n_pairs, device=device) - starts[user]] = key
-        sel, j = torch.topk(dense, width, dim=1)
-        alive = torch.isfinite(sel)
-        pair = (starts.unsqueeze(1) + j).clamp_(max=n_pairs - 1)
-        src = torch.where(alive, rows[pair], user_row0 * k).reshape(-1)
-        token = torch.where(alive, toks[pair], torch.full_like(pair, PAD)).reshape(-1, 1)  # dead: [PAD]
-        alive = alive.reshape(-1)
-        pair = pair.reshape(-1)
         beam_scores = torch.where(alive, score[pair], NEG_INF)
         prob_sum = prob_sum[src] + torch.where(alive, lp[pair].exp(), 0.0)
         seqs = torch.cat([seqs[src], token], dim=1)
@@ -250,14 +136,69 @@ def _search(model, constraint: GraphConstraint, users: torch.Tensor, gen: PathGe
             logits, cache = model(token, past_key_values=cache, use_cache=True)
             state = logits[:, -1]
         k = width
+    final = _FinalPairs(rows, toks, lp, beam_scores[rows] + lp, (rows // k) * constraint.graph.n_items
+                        + constraint.vocab.token_item(toks))
+    best, best_pair = _rank_items(final, prob_sum, k, b, n_steps, gen, constraint.graph.n_items, hist_lp, device)
+    return _output(users, seqs, final, best, best_pair, exhaustive, want, constraint)
 
-    # last step: score every (beam, item) pair and keep the best path per (user, item)
-    path_lp = beam_scores[rows] + lp  # log-probability of each complete path
+
+def _step_pairs(constraint, head, state, seqs, gen: PathGenerationConfig, *, last: bool):
+    """The legal ``(rows, toks)`` pairs of the next token, their log-probabilities and (sampling) warped
+    log-probabilities; the last hop normalised over all items when ``last_hop_norm='items'``."""
+    items_norm = last and gen.last_hop_norm == "items"
+    if head is None:
+        return dense_pairs(constraint, seqs, state, gen.do_sample, gen.temperature, gen.top_k, gen.top_p, items_norm)
+    rows, toks = constraint.allowed_pairs(seqs)
+    logits = pair_logits(state, head[1], rows, toks)
+    if items_norm:
+        return rows, toks, item_normalised(state, head[1], constraint, rows, logits), None
+    return rows, toks, segment_log_softmax(logits, rows, seqs.shape[0]), None
+
+
+def _select(rows, toks, key, k: int, b: int, num_beams: int, device):
+    """The best ``num_beams`` prefixes per user among the pairs by ``key`` (the prefix's log-probability,
+    or its Gumbel-top-k key when sampling):
+    ``(source row, token, pair, alive, pairs per user, width)`` of the kept beams, ``[B * width]``
+    (dead beams: ``[PAD]``), or None when no user has a legal pair."""
+    n_pairs = rows.shape[0]
+    user = rows // k
+    counts = torch.bincount(user, minlength=b)
+    max_count = int(counts.max()) if n_pairs else 0
+    if max_count == 0:
+        return None
+    width = min(num_beams, max_count)
+    starts = torch.cumsum(counts, 0) - counts
+    dense = torch.full((b, max_count), NEG_INF, device=device)
+    dense[user, torch.arange(n_pairs, device=device) - starts[user]] = key
+    sel, j = torch.topk(dense, width, dim=1)
+    alive = torch.isfinite(sel)
+    pair = (starts.unsqueeze(1) + j).clamp_(max=n_pairs - 1)
+    src = torch.where(alive, rows[pair], torch.arange(b, device=device).unsqueeze(1) * k).reshape(-1)
+    token = torch.where(alive, toks[pair], torch.full_like(pair, PAD)).reshape(-1, 1)  # dead: [PAD]
+    return src, token, pair.reshape(-1), alive.reshape(-1), counts, width
+
+
+@dataclass(frozen=True)
+class _FinalPairs:
+    """The last step's legal ``(rows, toks)`` pairs: the item's log-probability, the complete path's,
+    and the pair's ``user * n_items + item`` key."""
+
+    rows: torch.Tensor
+    toks: torch.Tensor
+    lp: torch.Tensor
+    path_lp: torch.Tensor
+    key: torch.Tensor
+
+
+def _rank_items(final: _FinalPairs, prob_sum, k: int, b: int, n_steps: int, gen: PathGenerationConfig, n_items: int,
+                hist_lp, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score every (beam, item) pair of the last step and keep the best path per (user, item):
+    ``(item scores [B, n_items], best pair per user * n_items + item)``."""
+    rows, key, path_lp = final.rows, final.key, final.path_lp
     if gen.ranking == "cumulative":
-        crit = (prob_sum[rows] + lp.exp()) / n_steps
+        crit = (prob_sum[rows] + final.lp.exp()) / n_steps
     else:
         crit = path_lp / (n_steps ** gen.length_penalty)
-    key = (rows // k) * n_items + (toks - constraint.item_token_offset)
     best = torch.full((b * n_items,), NEG_INF, device=device).scatter_reduce(0, key, crit, "amax")
     best_pair = torch.zeros(b * n_items, dtype=torch.long, device=device)
     is_best = crit == best[key]
@@ -272,24 +213,32 @@ def _search(model, constraint: GraphConstraint, users: torch.Tensor, gen: PathGe
     best = best.view(b, n_items)
     if hist_lp is not None:  # product of experts over the decoded items (unreached stay -inf)
         best = best + gen.history_weight * hist_lp
+    return best, best_pair
+
+
+def _output(users, seqs, final: _FinalPairs, best, best_pair, exhaustive, want: _Wanted,
+            constraint: GraphConstraint) -> BeamSearchOutput:
+    """The top items (or the targets) of each user with their best paths (and candidates)."""
+    b, n_items = best.shape
     n_found = torch.isfinite(best).sum(1)
-    if targets is not None:  # the best decoded path of given items (-1: none), not the top items
-        top_items = targets.clamp(min=0)
-        top_scores = torch.where(targets >= 0, best.gather(1, top_items), NEG_INF)
+    if want.targets is not None:  # the best decoded path of given items (-1: none), not the top items
+        top_items = want.targets.clamp(min=0)
+        top_scores = torch.where(want.targets >= 0, best.gather(1, top_items), NEG_INF)
     else:
-        top_scores, top_items = torch.topk(best, min(n_return, n_items), dim=1)
+        top_scores, top_items = torch.topk(best, min(want.n_return, n_items), dim=1)
     found = torch.isfinite(top_scores)
+    rows, toks = final.rows, final.toks
     if rows.shape[0] == 0:
-        return _empty_output(users, n_return, n_items, constraint.body_length, return_item_scores)
+        return _empty_output(users, want.n_return, n_items, constraint.body_length, want.item_scores)
     pair = best_pair.view(b, n_items).gather(1, top_items)
     paths = torch.cat([seqs[rows[pair]][..., 1:], toks[pair].unsqueeze(-1)], dim=-1)  # drop [BOS]
     paths = torch.where(found.unsqueeze(-1), paths, torch.full_like(paths, PAD))
     out = BeamSearchOutput(users=users, items=torch.where(found, top_items, -1), scores=top_scores,
                            paths=paths, n_found=n_found, exhaustive=exhaustive,
-                           item_scores=best if return_item_scores else None)
-    if n_candidates > 1:
-        out.candidate_paths, out.candidate_scores = _candidates(seqs, rows, toks, key, path_lp, top_items, found,
-                                                                n_items, n_candidates)
+                           item_scores=best if want.item_scores else None)
+    if want.n_candidates > 1:
+        out.candidate_paths, out.candidate_scores = _candidates(seqs, rows, toks, final.key, final.path_lp,
+                                                                top_items, found, n_items, want.n_candidates)
     return out
 
 
@@ -324,7 +273,7 @@ def path_log_probs(model, constraint: GraphConstraint, paths: torch.Tensor,
     total = torch.zeros(n, device=paths.device)
     if n == 0:
         return total
-    head = _sparse_head(model)
+    head = sparse_head(model)
     if head is not None:
         hidden = head[0](seqs[:, :-1])  # [n, T-1, C]: the state before each generated token
     else:
@@ -333,19 +282,18 @@ def path_log_probs(model, constraint: GraphConstraint, paths: torch.Tensor,
         prefix, target = seqs[:, :t + 1], seqs[:, t + 1]
         if head is not None:
             rows, toks = constraint.allowed_pairs(prefix)
-            logits = _pair_logits(hidden[:, t], head[1], rows, toks)
+            logits = pair_logits(hidden[:, t], head[1], rows, toks)
             if t == seqs.shape[1] - 2 and last_hop_norm == "items":
-                lp = _item_normalised(hidden[:, t], head[1], constraint, rows, logits)
+                lp = item_normalised(hidden[:, t], head[1], constraint, rows, logits)
             else:
-                lp = _segment_log_softmax(logits, rows, n)
+                lp = segment_log_softmax(logits, rows, n)
             hit = toks == target[rows]
             chosen = torch.full((n,), NEG_INF, device=paths.device).index_put_((rows[hit],), lp[hit])
         else:
-            logp = _masked_log_softmax(constraint(prefix, logits[:, t].float()))
+            logp = masked_log_softmax(constraint(prefix, logits[:, t].float()))
             if t == seqs.shape[1] - 2 and last_hop_norm == "items":
-                lo = constraint.item_token_offset
-                logp = logits[:, t].float() - torch.logsumexp(logits[:, t, lo:lo + constraint.graph.n_items].float(),
-                                                              -1, keepdim=True)
+                lo, hi = constraint.vocab.item_token_range
+                logp = logits[:, t].float() - torch.logsumexp(logits[:, t, lo:hi].float(), -1, keepdim=True)
             chosen = logp.gather(1, target.unsqueeze(1)).squeeze(1)
         total = total + chosen
     return total
@@ -363,9 +311,9 @@ def item_paths(model, constraint: GraphConstraint, users, items: torch.Tensor, g
     """
     users = torch.as_tensor(users, dtype=torch.long, device=constraint.device).reshape(-1)
     items = torch.as_tensor(items, dtype=torch.long, device=constraint.device)
-    out = _search(model, constraint, users, generation.replace(ranking="logprob"), num_beams=generation.num_beams,
-                  n_return=max(int(items.shape[1]), 1), return_item_scores=False, generator=None, sparse=sparse,
-                  targets=items)
+    want = _Wanted(n_return=max(int(items.shape[1]), 1), targets=items)
+    out = _search(model, constraint, users, generation.replace(ranking="logprob"), want,
+                  num_beams=generation.num_beams, sparse=sparse)
     return out.paths, out.scores
 
 
@@ -402,16 +350,16 @@ def beam_search(model, constraint: GraphConstraint, users, generation: PathGener
     users = torch.as_tensor(users, dtype=torch.long, device=constraint.device).reshape(-1)
     if users.numel() and (users.min() < 0 or users.max() >= constraint.graph.n_users):
         raise ValueError(f"user index out of range [0, {constraint.graph.n_users})")
-    args = dict(n_return=n_return, return_item_scores=return_item_scores, generator=generator, sparse=sparse,
-                n_candidates=n_candidates)
-    out = _search(model, constraint, users, generation, num_beams=generation.num_beams, **args)
+    want = _Wanted(n_return=n_return, item_scores=return_item_scores, n_candidates=n_candidates)
+    args = dict(generator=generator, sparse=sparse)
+    out = _search(model, constraint, users, generation, want, num_beams=generation.num_beams, **args)
     cap = generation.max_num_beams or max(64 * generation.num_beams, 1024)
     widened, beams = 0, generation.num_beams
     short = (out.n_found < min(n_return, constraint.graph.n_items)) & ~out.exhaustive
     while bool(short.any()) and beams < cap:
         beams = min(4 * beams, cap)
         idx = short.nonzero().squeeze(1)
-        sub = _search(model, constraint, users[idx], generation, num_beams=beams, **args)
+        sub = _search(model, constraint, users[idx], generation, want, num_beams=beams, **args)
         widened += idx.numel()
         for name in ("items", "scores", "paths", "n_found", "exhaustive", "item_scores", "candidate_paths",
                      "candidate_scores"):

@@ -29,7 +29,7 @@ import torch
 
 from kgglm.data.dataset import items_csr
 from kgglm.data.graph import UI_RELATION, CollaborativeGraph
-from kgglm.paths.vocab import RELATION_OFFSET, Vocabulary
+from kgglm.paths.vocab import Vocabulary
 
 NEG_INF = float("-inf")
 
@@ -74,8 +74,6 @@ class GraphConstraint:
         self.hop_length = h = int(hop_length)
         self.device = torch.device(device)
         self.vocab_size = vocab.size
-        self.node_offset = vocab.node_offset
-        self.item_token_offset = vocab.node_offset + graph.n_users
         n, r = graph.n_nodes, graph.n_relations
 
         # (node, relation) groups: rows are sorted by (relation, neighbor), so each group is a
@@ -146,8 +144,8 @@ class GraphConstraint:
         return 2 * self.hop_length + 1
 
     def _nodes(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        node = tokens - self.node_offset
-        valid = (node >= 0) & (node < self.graph.n_nodes)
+        node = self.vocab.token_node(tokens)
+        valid = node >= 0
         return torch.where(valid, node, torch.zeros_like(node)), valid
 
     # ------------------------------------------------------------------------------ masks
@@ -168,11 +166,11 @@ class GraphConstraint:
             ok = self._group_ok[self.hop_length - hop, g]
             if hop == 1:
                 ok &= self._g_rel[g] == UI_RELATION
-            return rows[ok], RELATION_OFFSET + self._g_rel[g[ok]]
+            return rows[ok], self.vocab.relation_token(self._g_rel[g[ok]])
         hop = body // 2  # node of hop `hop`
         prev, valid = self._nodes(input_ids[:, -2])
-        rel = input_ids[:, -1] - RELATION_OFFSET
-        valid &= (rel >= 0) & (rel < self.graph.n_relations)
+        rel = self.vocab.token_relation(input_ids[:, -1])
+        valid &= rel >= 0
         key = prev * self.graph.n_relations + torch.where(valid, rel, torch.zeros_like(rel))
         n_groups = self._g_keys.shape[0]
         if n_groups == 0:
@@ -188,14 +186,14 @@ class GraphConstraint:
         if hop > 1:  # the first hop is the user's own interaction; later hops obey the path options
             ok &= self._edge_ok[e]
         if hop == self.hop_length - 1 and self._start_user_dead_end:
-            ok &= dst != (input_ids[:, 1] - self.node_offset)[rows]
+            ok &= dst != self.vocab.token_node(input_ids[:, 1])[rows]
         if hop == self.hop_length and self._ex_keys.numel():
             # drop items the user has seen: membership of (user, item) keys in the sorted excluded keys
-            user = input_ids[:, 1] - self.node_offset
+            user = self.vocab.token_node(input_ids[:, 1])
             ex_key = user[rows] * self.graph.n_items + (dst - self.graph.n_users)
             pos = torch.searchsorted(self._ex_keys, ex_key).clamp_(max=self._ex_keys.shape[0] - 1)
             ok &= self._ex_keys[pos] != ex_key
-        return rows[ok], self.node_offset + dst[ok]
+        return rows[ok], self.vocab.node_token(dst[ok])
 
     def allowed_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Boolean ``[B, V]`` mask of the legal next tokens for each row of ``input_ids [B, T]``."""

@@ -20,11 +20,11 @@ from __future__ import annotations
 import numpy as np
 
 from kgglm.data.explanation_tables import ExplanationTables
-from kgglm.paths.vocab import RELATION_OFFSET
+from kgglm.paths.vocab import Vocabulary
 
 
 def select_explanations(users: np.ndarray, candidate_paths: np.ndarray, candidate_scores: np.ndarray, *,
-                        alpha: float, tables: ExplanationTables, node_offset: int) -> tuple[np.ndarray, np.ndarray]:
+                        alpha: float, tables: ExplanationTables, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
     """The chosen path ``[U, K, 2H+1]`` and its log-probability ``[U, K]`` for each item.
 
     ``candidate_paths [U, K, M, 2H+1]`` are token ids ``U r1 n1 ... nH`` and ``candidate_scores``
@@ -39,8 +39,8 @@ def select_explanations(users: np.ndarray, candidate_paths: np.ndarray, candidat
     valid = np.isfinite(scores)
     graph = tables.graph
     hops = (paths.shape[-1] - 1) // 2
-    nodes = paths[..., 0::2] - node_offset
-    rels = paths[..., 1::2] - RELATION_OFFSET
+    nodes = vocab.token_node(paths[..., 0::2])
+    rels = vocab.token_relation(paths[..., 1::2])
     linked = np.where(valid, nodes[..., 1] - graph.n_users, -1)
     lir = tables.lir(np.asarray(users, dtype=np.int64)[:, None, None], linked)
     shared = np.clip(nodes[..., hops - 1], 0, graph.n_nodes - 1)

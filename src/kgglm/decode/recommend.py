@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,14 +19,13 @@ import numpy as np
 import torch
 
 from kgglm import durable
-from kgglm.data.explanation_tables import ExplanationTables
 from kgglm.decode.beam_search import beam_search, item_paths, path_log_probs
 from kgglm.decode.constraints import GraphConstraint
-from kgglm.decode.explain import explain, path_strings
+from kgglm.decode.explain import explained_records
 from kgglm.decode.generation import PathGenerationConfig
 from kgglm.decode.postprocess import select_explanations
 from kgglm.evaluate.ranked import Recommendations
-from kgglm.paths.vocab import PAD, RELATION_OFFSET, Vocabulary
+from kgglm.paths.vocab import PAD, Vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -38,20 +38,36 @@ def model_device(model) -> torch.device:
 
 def make_constraint(dataset, vocab: Vocabulary, *, split: str, hop_length: int, device=None,
                     knowledge_only: bool = False, avoid_relations: tuple[str, ...] = ()) -> GraphConstraint:
-    """The decoding constraint for ``split``: the training graph, excluding the items seen before it
-    (cached on the dataset: building one walks the whole graph)."""
+    """The decoding constraint for ``split``: the training graph, excluding the items seen before it.
+
+    Built once per dataset object and settings (building one walks the whole graph; every evaluation
+    during training asks for it again): the memo is this module's, keyed by the dataset's identity and
+    dropped with the dataset.
+    """
     device = torch.device(device or "cpu")
-    key = ("constraint", split, int(hop_length), str(device), bool(knowledge_only), tuple(avoid_relations))
-    if key not in dataset._cache:
+    key = (split, int(hop_length), str(device), bool(knowledge_only), tuple(avoid_relations))
+    memo = _constraint_memo(dataset)
+    if key not in memo:
         names = [str(r) for r in dataset.relation_tokens]
         unknown = [r for r in avoid_relations if r not in names]
         if unknown:
             raise ValueError(f"path_generation_args.avoid_relations: unknown relation(s) {unknown} in dataset "
                              f"{dataset.name} (relations: {', '.join(names[1:])})")
-        dataset._cache[key] = GraphConstraint(dataset.graph, vocab, hop_length=hop_length, device=device,
-                                              excluded=dataset.seen_items(split), knowledge_only=knowledge_only,
-                                              forbidden_relations=[names.index(r) for r in avoid_relations])
-    return dataset._cache[key]
+        memo[key] = GraphConstraint(dataset.graph, vocab, hop_length=hop_length, device=device,
+                                    excluded=dataset.seen_items(split), knowledge_only=knowledge_only,
+                                    forbidden_relations=[names.index(r) for r in avoid_relations])
+    return memo[key]
+
+
+_CONSTRAINTS: dict[int, dict[tuple, GraphConstraint]] = {}  # id(dataset) -> its constraints, while it lives
+
+
+def _constraint_memo(dataset) -> dict[tuple, GraphConstraint]:
+    key = id(dataset)
+    if key not in _CONSTRAINTS:
+        _CONSTRAINTS[key] = {}
+        weakref.finalize(dataset, _CONSTRAINTS.pop, key, None)  # a later object with the same id starts afresh
+    return _CONSTRAINTS[key]
 
 
 def recommend(model, dataset, users, *, vocab: Vocabulary, generation: PathGenerationConfig, n_return: int,
@@ -121,15 +137,13 @@ def recommend(model, dataset, users, *, vocab: Vocabulary, generation: PathGener
 def _post_process(out, best: tuple[torch.Tensor, torch.Tensor], dataset, vocab: Vocabulary, alpha: float) -> None:
     """SIGIR 2022 re-selection (:mod:`kgglm.decode.postprocess`) among the item's decoded candidates and
     its knowledge path (already in ``out.paths`` when one was found); writes ``out.paths``/``path_scores``."""
-    if "explanation_tables" not in dataset._cache:
-        dataset._cache["explanation_tables"] = ExplanationTables.from_dataset(dataset)
     cand_paths, cand_scores = out.candidate_paths.cpu().numpy(), out.candidate_scores.cpu().numpy()
     knowledge = (out.paths != best[0]).any(-1).cpu().numpy()  # items whose knowledge path is new
     kg_path = out.paths.cpu().numpy()[:, :, None]
     kg_score = np.where(knowledge, out.path_scores.cpu().numpy(), -np.inf)[:, :, None]
     paths, scores = select_explanations(out.users.cpu().numpy(), np.concatenate([cand_paths, kg_path], axis=2),
                                         np.concatenate([cand_scores, kg_score], axis=2), alpha=alpha,
-                                        tables=dataset._cache["explanation_tables"], node_offset=vocab.node_offset)
+                                        tables=dataset.explanation_tables(), vocab=vocab)
     found = np.isfinite(scores)
     out.paths = torch.where(torch.as_tensor(found).unsqueeze(-1), torch.as_tensor(paths), out.paths.cpu())
     out.path_scores = torch.where(torch.as_tensor(found), torch.as_tensor(scores, dtype=torch.float32),
@@ -151,11 +165,9 @@ def _explain_through_knowledge(model, explainer: GraphConstraint, out, generatio
                                ranking_constraint: GraphConstraint) -> None:
     """Replace, in place, the shown path of every recommended item that has no KG path yet by the
     most probable path the model decodes to it under ``explainer`` (knowledge only), if any."""
-    node_offset = explainer.node_offset
-    entity_start = node_offset + explainer.graph.n_users + explainer.graph.n_items
-    has_kg = (out.paths[..., 2:-1:2] >= entity_start).any(-1)
+    has_kg = (explainer.vocab.token_node(out.paths[..., 2:-1:2]) >= explainer.graph.entity_offset).any(-1)
     if explainer.forbidden_relations:  # a KG path through an avoided relation is not good enough yet
-        rels = out.paths[..., 1::2] - RELATION_OFFSET
+        rels = explainer.vocab.token_relation(out.paths[..., 1::2])
         forbidden = torch.as_tensor(explainer.forbidden_relations, device=rels.device)
         has_kg &= ~torch.isin(rels, forbidden).any(-1)
     todo = (out.items >= 0) & ~has_kg
@@ -177,29 +189,25 @@ def _explain_through_knowledge(model, explainer: GraphConstraint, out, generatio
 # ---------------------------------------------------------------------------------- export
 def write_recommendations(recs: Recommendations, dataset, vocab: Vocabulary, path: str | os.PathLike,
                           phrases: Mapping[str, str] | None = None) -> Path:
-    """JSON lines, one per (user, rank): user, rank, item, score, path tokens, readable path.
+    """JSON lines, one per (user, rank): the :class:`~kgglm.decode.explain.ExplainedRecommendation`
+    record (user, rank, item, score, path tokens, readable path and explanation, nodes, relations)
+    plus ``split`` and ``topk``.
 
     Written durably (:mod:`kgglm.durable`), so a crash never leaves a half-written export.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    node_tokens = dataset.node_tokens()
     with durable.open_atomic(path, "w") as f:
-        rows, ranks = np.nonzero(recs.items >= 0)  # only real recommendations
-        for r, k in zip(rows.tolist(), ranks.tolist()):  # export only, not a hot path
-            u, item = int(recs.users[r]), int(recs.items[r, k])
-            toks = recs.paths[r, k]
-            f.write(json.dumps({
-                "user": str(node_tokens[u]), "user_index": u, "rank": k + 1,
-                "item": str(dataset.item_tokens[item]), "item_index": item,
-                "score": float(recs.scores[r, k]),
-                "path_score": float(recs.path_scores[r, k]) if recs.path_scores is not None else None,
-                "path_token_ids": [int(t) for t in toks],
-                "path": path_strings(dataset, vocab, toks, readable=False),
-                "explanation": explain(dataset, vocab, toks, phrases),
-                "split": recs.split, "topk": recs.topk,
-            }, ensure_ascii=False) + "\n")
+        for start in range(0, len(recs.users), _EXPORT_USERS):  # records of a block of users at a time
+            block = explained_records(recs, dataset, vocab, rows=np.arange(start, min(start + _EXPORT_USERS,
+                                                                                      len(recs.users))),
+                                      phrases=phrases)
+            f.writelines(json.dumps({**rec.to_dict(), "split": recs.split, "topk": recs.topk},
+                                    ensure_ascii=False) + "\n" for lst in block for rec in lst.recommendations)
     return path
+
+
+_EXPORT_USERS = 1024  # users whose records are built together by the export (bounds its memory)
 
 
 def read_recommendations(path: str | os.PathLike) -> Recommendations:

@@ -19,10 +19,10 @@ import numpy as np
 
 from kgglm.data.dataset import csr_rows
 from kgglm.evaluate.beyond_accuracy import coverage, ndcg_paper, novelty, serendipity
-from kgglm.evaluate.explanation import ExplanationTables, explanation_arrays, explanation_metrics
+from kgglm.evaluate.explanation import explanation_arrays, explanation_metrics
 from kgglm.evaluate.metrics import hit_matrix, metric_value, normalize_metric_names, topk_metrics
 from kgglm.evaluate.ranked import Recommendations
-from kgglm.paths.vocab import PAD, RELATION_OFFSET, Vocabulary
+from kgglm.paths.vocab import PAD, Vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def beyond_accuracy(recs: Recommendations, dataset, settings: EvalConfig) -> dic
     asked, the paper code's ``ndcg_paper@K`` (see :mod:`kgglm.evaluate.beyond_accuracy`)."""
     k = settings.max_k
     top = recs.items[:, :k]
-    counts = train_item_counts(dataset)
+    counts = dataset.train_item_counts()
     seen = dataset.seen_items(recs.split)
     step = settings.eval_batch_size  # Pop's lists in user batches: memory is batch x items, not users x items
     pop = np.concatenate([rank_scores(np.broadcast_to(counts, (len(chunk), dataset.n_items)), csr_rows(seen, chunk), k)
@@ -114,22 +114,12 @@ def beyond_accuracy(recs: Recommendations, dataset, settings: EvalConfig) -> dic
 def explanation_quality(recs: Recommendations, dataset, vocab: Vocabulary, k: int) -> dict[str, float]:
     """The explanation-path metrics of :mod:`kgglm.evaluate.explanation` over the top-``k`` lists, with
     the relation distribution flattened into ``share:<relation>`` entries (relations that occur)."""
-    if "explanation_tables" not in dataset._cache:
-        dataset._cache["explanation_tables"] = ExplanationTables.from_dataset(dataset)
     cut = Recommendations(recs.users, recs.items[:, :k], recs.scores[:, :k], recs.paths[:, :k], recs.split)
     users, items, nodes, rels = explanation_arrays(cut, vocab)
-    out = explanation_metrics(dataset, users, items, nodes, rels, k=k, tables=dataset._cache["explanation_tables"])
+    out = explanation_metrics(dataset, users, items, nodes, rels, k=k, tables=dataset.explanation_tables())
     shares = out.pop("relation_share")
     out.update({f"share:{name}": float(v) for name, v in sorted(shares.items(), key=lambda kv: -kv[1])})
     return out
-
-
-def train_item_counts(dataset) -> np.ndarray:
-    """Training interactions per item (Pop's scores), cached on the dataset."""
-    if "train_item_counts" not in dataset._cache:
-        dataset._cache["train_item_counts"] = np.bincount(dataset.splits["train"].items,
-                                                          minlength=dataset.n_items).astype(np.float64)
-    return dataset._cache["train_item_counts"]
 
 
 def rank_scores(scores: np.ndarray, excluded: tuple[np.ndarray, np.ndarray], k: int) -> np.ndarray:
@@ -170,9 +160,9 @@ def path_quality(recs: Recommendations, dataset, vocab: Vocabulary) -> dict[str,
         return {"path_coverage": 0.0, "valid_paths": 0.0, "relation_patterns": 0, "n_recommended": 0}
     paths = recs.paths[rows, ranks]  # [n, 2H+1]
     items = recs.items[rows, ranks]
-    nodes = paths[:, 0::2] - vocab.node_offset
-    rels = paths[:, 1::2] - RELATION_OFFSET
-    complete = ~(paths == PAD).any(axis=1) & (paths[:, -1] == vocab.node_offset + graph.n_users + items)
+    nodes = vocab.token_node(paths[:, 0::2])
+    rels = vocab.token_relation(paths[:, 1::2])
+    complete = ~(paths == PAD).any(axis=1) & (paths[:, -1] == vocab.item_token(items))
     ok = complete & (nodes[:, 0] == recs.users[rows]) & (rels[:, 0] == 0)
     ok &= graph.has_edge(nodes[:, :-1], rels, nodes[:, 1:]).all(axis=1)
     seen = hit_matrix(recs.items, *csr_rows(dataset.seen_items(recs.split), recs.users))[rows, ranks]

@@ -161,11 +161,6 @@ def explanation_metrics(dataset, users: np.ndarray, items: np.ndarray, path_node
 def explanation_arrays(recs, vocab) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(users, items, path_nodes, path_rels)`` of :class:`kgglm.decode.recommend.Recommendations`
     (token ids ``U r1 n1 ... rH item``); special tokens such as ``[PAD]`` become ``-1``."""
-    from kgglm.paths.vocab import RELATION_OFFSET
-
     paths = np.asarray(recs.paths, dtype=np.int64)
-    nodes = paths[..., 0::2] - vocab.node_offset
-    rels = paths[..., 1::2] - RELATION_OFFSET
-    nodes = np.where((paths[..., 0::2] >= vocab.node_offset) & (paths[..., 0::2] < vocab.size), nodes, -1)
-    rels = np.where((rels >= 0) & (paths[..., 1::2] < vocab.node_offset), rels, -1)
+    nodes, rels = vocab.token_node(paths[..., 0::2]), vocab.token_relation(paths[..., 1::2])
     return np.asarray(recs.users, dtype=np.int64), np.asarray(recs.items, dtype=np.int64), nodes, rels

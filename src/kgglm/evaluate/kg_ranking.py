@@ -25,6 +25,9 @@ Variants, each computed from the same scores:
   other, that is the position of the first correct tail in the ranked list of non-filtered
   candidates. (The paper reports MRR@10 of that list; we report the full-list MRR and MR as well.)
 
+The language model's scores: :class:`TailScorer` (the ``score_fn`` of KGGLM: next-token
+log-probabilities of the candidates after ``[BOS] h r``).
+
 Memory: one batch of ``batch_size`` triples times ``n_candidates`` scores and masks at a time.
 """
 
@@ -35,6 +38,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+from kgglm.model.gpt import KGGLM
+from kgglm.paths.vocab import BOS, Vocabulary
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], torch.Tensor]  # (heads, relations) -> [B, n_candidates]
 
@@ -191,3 +198,40 @@ def evaluate_tail_ranking(score_fn: ScoreFn, triples: np.ndarray, *, filter_trip
     metrics["n_triples"] = float(len(triples))
     metrics["anytail_queries"] = float(len(best))
     return metrics
+
+
+# ------------------------------------------------------------------------------------------ the model's scores
+def candidate_offset(vocab: Vocabulary) -> int:
+    """The first item token: candidate tails are the item and entity tokens (users never are)."""
+    return int(vocab.node_token(vocab.n_users))
+
+
+def tail_logits(model: KGGLM, prompts: torch.Tensor, lo: int) -> torch.Tensor:
+    """``[B, vocab - lo]`` float logits of the tokens from ``lo`` on, next after each prompt row."""
+    h = model.hidden_states(prompts)[:, -1]  # only the last position's logits are needed
+    return F.linear(h, model.output_embeddings()[lo:]).float()
+
+
+class TailScorer:
+    """``(heads, relations) -> [B, n_candidates]`` log-probabilities of every item/entity node as the
+    next token after ``[BOS] h r`` (normalised over the candidate nodes; ranking is unaffected)."""
+
+    def __init__(self, model: KGGLM, vocab: Vocabulary) -> None:
+        self.model, self.vocab = model, vocab
+        self.lo = candidate_offset(vocab)
+        self.device = model.output_embeddings().device
+
+    @property
+    def n_candidates(self) -> int:
+        return self.vocab.size - self.lo
+
+    @torch.no_grad()
+    def __call__(self, heads: np.ndarray, relations: np.ndarray) -> torch.Tensor:
+        prompt = np.column_stack([np.full(len(heads), BOS), self.vocab.node_token(heads),
+                                  self.vocab.relation_token(relations)])
+        x = torch.from_numpy(prompt).to(self.device)
+        was_training = self.model.training
+        self.model.eval()
+        logits = tail_logits(self.model, x, self.lo)
+        self.model.train(was_training)
+        return torch.log_softmax(logits, dim=-1).cpu()

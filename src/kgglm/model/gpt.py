@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from kgglm.model.expert import HistoryExpert
+
 IGNORE_INDEX = -100  # labels with this value do not contribute to the loss (padding)
 EOS_ID = 2  # the [EOS] token of kgglm.paths.vocab (the model does not import the path layer)
 
@@ -46,12 +48,17 @@ class ModelConfig:
     history_dropout: float = 0.0  # share of history items hidden from each training row
     history_loss_weight: float = 0.0  # weight of the history expert's hidden-items loss
     history_items: int = 0  # items of the history expert's own output layer (0: tied item embeddings)
+    # The Mult-DAE history expert (kgglm.model.expert; 0: none): its hidden size and input dropout.
+    history_expert_dim: int = 0
+    history_expert_dropout: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.history_dropout < 1.0:
             raise ValueError(f"history_dropout must be in [0, 1), got {self.history_dropout}")
         if self.history_loss_weight < 0:
             raise ValueError(f"history_loss_weight must be >= 0, got {self.history_loss_weight}")
+        if self.history_expert_dim < 0:
+            raise ValueError(f"history_expert_dim must be >= 0, got {self.history_expert_dim}")
         if self.embedding_size % self.num_heads:
             raise ValueError(f"embedding_size ({self.embedding_size}) must be divisible by "
                              f"num_heads ({self.num_heads})")
@@ -70,7 +77,8 @@ class ModelConfig:
                    use_kg_token_types=bool(config["use_kg_token_types"]),
                    user_history=bool(config.get("user_history", False)),
                    history_dropout=float(config.get("history_dropout", 0.0)),
-                   history_loss_weight=float(config.get("history_loss_weight", 0.0)))
+                   history_loss_weight=float(config.get("history_loss_weight", 0.0)),
+                   **_expert_fields(config.get("history_expert_args") or {}))
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
@@ -79,6 +87,12 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
         return cls(**data)
+
+
+def _expert_fields(args: Mapping[str, Any]) -> dict:
+    """The model's share of ``history_expert_args`` (the rest is the expert's training schedule)."""
+    return {"history_expert_dim": int(args.get("dim", 0) or 0),
+            "history_expert_dropout": float(args.get("dropout", 0.5))}
 
 
 class KVCache:
@@ -213,8 +227,14 @@ class KGGLM(nn.Module):
         self.h = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.ln_f = nn.LayerNorm(c, eps=config.layer_norm_epsilon)
         self.register_buffer("token_types", token_types.clone(), persistent=False)
+        if config.user_history or config.history_expert_dim:
+            # the users' training items: data, attached by set_user_history
+            self.register_buffer("hist_indptr", torch.zeros(1, dtype=torch.long), persistent=False)
+            self.register_buffer("hist_tokens", torch.zeros(0, dtype=torch.long), persistent=False)
+            self.user_range = (0, 0)  # token ids [lo, hi) of users
+            self.item_range = (0, 0)  # token ids [lo, hi) of items
         if config.user_history:
-            # history -> user-token offset; the history itself is data, attached by set_user_history
+            # history -> user-token offset
             self.hproj = nn.Linear(c, c, bias=False)
             # the history expert: the user's items -> a distribution over all items, from the history
             # alone (as Mult-DAE; a free user embedding would just memorise the training items)
@@ -222,11 +242,13 @@ class KGGLM(nn.Module):
             # its own item output layer with a bias (popularity), as Mult-DAE's decoder; the path
             # model's tied item embeddings serve a different distribution
             self.hout = nn.Linear(c, config.history_items) if config.history_items else None
-            self.register_buffer("hist_indptr", torch.zeros(1, dtype=torch.long), persistent=False)
-            self.register_buffer("hist_tokens", torch.zeros(0, dtype=torch.long), persistent=False)
-            self.user_range = (0, 0)  # token ids [lo, hi) of users
-            self.item_range = (0, 0)  # token ids [lo, hi) of items
+        if config.history_expert_dim and config.history_items <= 0:
+            raise ValueError("a history expert (history_expert_dim > 0) needs history_items > 0")
+        self.expert = (HistoryExpert(config.history_items, config.history_expert_dim, config.history_expert_dropout)
+                       if config.history_expert_dim else None)
         self.apply(self._init_weights)
+        if self.expert is not None:
+            self.expert.reset_parameters()  # its own (Mult-DAE) initialisation
         # GPT-2: scale residual projections by 1/sqrt(2 * n_layer) so the residual stream stays O(1)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
@@ -263,8 +285,8 @@ class KGGLM(nn.Module):
         """Attach each user's training items: user ``u`` (token ``user_range[0] + u``) has the item
         tokens ``tokens[indptr[u]:indptr[u + 1]]``. Give training interactions only: the history is
         the model's input at test time too."""
-        if not self.config.user_history:
-            raise ValueError("set_user_history needs a model built with user_history=True")
+        if not (self.config.user_history or self.config.history_expert_dim):
+            raise ValueError("set_user_history needs a model built with user_history or a history expert")
         indptr = torch.as_tensor(indptr, dtype=torch.long)
         if indptr.numel() != user_range[1] - user_range[0] + 1:
             raise ValueError(f"indptr has {indptr.numel()} entries, expected {user_range[1] - user_range[0] + 1}")
@@ -277,12 +299,9 @@ class KGGLM(nn.Module):
     def _uses_history(self) -> bool:
         return self.config.user_history and self.hist_tokens.numel() > 0
 
-    def _history(self, first: torch.Tensor, exclude: torch.Tensor | None):
-        """History offsets ``[R, C]`` for the tokens ``first`` at position 1 (zero unless a user),
-        and ``(row, token, hidden)`` of every history entry (``hidden``: not shown to the model).
-
-        Training rows hide their own target item (else predicting it is copying) and a random
-        ``history_dropout`` share of the rest; the offset is ``hproj(sum of shown embeddings / sqrt(n))``."""
+    def history_entries(self, first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(row, token)`` of every attached history item of the tokens ``first`` (none unless a
+        user), grouped by row in increasing order."""
         lo, hi = self.user_range
         is_user = (first >= lo) & (first < hi)
         user = torch.where(is_user, first - lo, 0)
@@ -291,6 +310,15 @@ class KGGLM(nn.Module):
         row = torch.repeat_interleave(torch.arange(first.shape[0], device=first.device), counts)
         offsets = torch.cumsum(counts, 0) - counts
         toks = self.hist_tokens[start[row] + torch.arange(row.shape[0], device=first.device) - offsets[row]]
+        return row, toks
+
+    def _history(self, first: torch.Tensor, exclude: torch.Tensor | None):
+        """History offsets ``[R, C]`` for the tokens ``first`` at position 1 (zero unless a user),
+        and ``(row, token, hidden)`` of every history entry (``hidden``: not shown to the model).
+
+        Training rows hide their own target item (else predicting it is copying) and a random
+        ``history_dropout`` share of the rest; the offset is ``hproj(sum of shown embeddings / sqrt(n))``."""
+        row, toks = self.history_entries(first)
         hidden = torch.zeros(toks.shape, dtype=torch.bool, device=toks.device)
         if exclude is not None:
             hidden |= toks == exclude[row]
@@ -339,7 +367,11 @@ class KGGLM(nn.Module):
     def history_log_probs(self, user_tokens: torch.Tensor) -> torch.Tensor | None:
         """``[B, n_items]`` log-probabilities of every item under the history expert, given each
         user's whole attached history (the distribution the history loss fits), or ``None`` when the
-        model was not trained for it."""
+        model was not trained for it. The Mult-DAE expert (``history_expert_dim``) when there is one,
+        else the user-position expert of ``history_loss_weight``."""
+        if self.expert is not None and self.hist_tokens.numel() > 0:
+            row, toks = self.history_entries(user_tokens)
+            return self.expert.log_probs(user_tokens.shape[0], row, toks - self.item_range[0])
         if not self._uses_history() or self.config.history_loss_weight == 0:
             return None
         return self._expert_log_probs(self._history(user_tokens, None)[1][3])

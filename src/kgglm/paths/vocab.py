@@ -89,23 +89,47 @@ class Vocabulary:
                     slices[b] = items
         return slices
 
+    @property
+    def user_token_range(self) -> tuple[int, int]:
+        """Token ids ``[lo, hi)`` of the users."""
+        return self.node_offset, self.node_offset + self.n_users
+
+    @property
+    def item_token_range(self) -> tuple[int, int]:
+        """Token ids ``[lo, hi)`` of the items (``lo`` is item 0's token)."""
+        lo = self.node_offset + self.n_users
+        return lo, lo + self.n_items
+
     # ------------------------------------------------------------------------------ encode/decode
+    # Id <-> token conversions take NumPy arrays (or anything array-like) and torch tensors alike: a
+    # tensor stays a tensor on its device (the decoder's hot paths), everything else becomes int64.
     def node_token(self, nodes):
-        return np.asarray(nodes, dtype=np.int64) + self.node_offset
+        """Token of node ids."""
+        return _ids(nodes) + self.node_offset
+
+    def user_token(self, users):
+        """Token of user indices (users are nodes 0..n_users-1)."""
+        return _ids(users) + self.node_offset
+
+    def item_token(self, items):
+        """Token of item indices."""
+        return _ids(items) + self.item_token_range[0]
 
     def relation_token(self, relations):
-        return np.asarray(relations, dtype=np.int64) + RELATION_OFFSET
+        """Token of relation ids."""
+        return _ids(relations) + RELATION_OFFSET
 
     def token_node(self, tokens):
         """Node id of node tokens (-1 for tokens that are not nodes)."""
-        t = np.asarray(tokens, dtype=np.int64)
-        return np.where(t >= self.node_offset, t - self.node_offset, -1)
+        return _offset_or_missing(_ids(tokens), self.node_offset, self.size)
+
+    def token_item(self, tokens):
+        """Item index of item tokens (-1 for tokens that are not items)."""
+        return _offset_or_missing(_ids(tokens), *self.item_token_range)
 
     def token_relation(self, tokens):
         """Relation id of relation tokens (-1 for tokens that are not relations)."""
-        t = np.asarray(tokens, dtype=np.int64)
-        ok = (t >= RELATION_OFFSET) & (t < self.node_offset)
-        return np.where(ok, t - RELATION_OFFSET, -1)
+        return _offset_or_missing(_ids(tokens), RELATION_OFFSET, self.node_offset)
 
     def encode_paths(self, nodes: np.ndarray, relations: np.ndarray, add_special: bool = True) -> np.ndarray:
         """Interleave node ids (P, H+1) and relation ids (P, H) into tokens (P, 2H+1[+2]).
@@ -264,3 +288,16 @@ class Vocabulary:
         if not isinstance(data.get("dataset", ""), str):
             raise ValueError(f"{file}: field 'dataset' is {data['dataset']!r}"[:200] + ", expected a string")
         return cls(**data)
+
+
+def _ids(x):
+    """``x`` itself when it is a torch tensor (kept on its device), else an int64 NumPy array."""
+    return x if type(x).__module__.startswith("torch") else np.asarray(x, dtype=np.int64)
+
+
+def _offset_or_missing(tokens, lo: int, hi: int):
+    """``tokens - lo`` where ``lo <= tokens < hi``, ``-1`` elsewhere (NumPy array or tensor)."""
+    inside = (tokens >= lo) & (tokens < hi)
+    if isinstance(tokens, np.ndarray):
+        return np.where(inside, tokens - lo, -1)
+    return (tokens - lo).masked_fill(~inside, -1)

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 from matplotlib.figure import Figure  # noqa: E402
 
-from kgglm.report.saved import training_stages  # noqa: E402
+from kgglm.report.saved import metric_columns, training_stages  # noqa: E402
 
 # metrics drawn as bars: ranking metrics at a cut-off, and the knowledge-completion ones
 _BAR_KEYS = ("mrr", "hits@1", "hits@3", "hits@10")
@@ -81,13 +81,7 @@ def bar_metrics(columns: dict[str, dict]) -> list[str]:
 
 def comparison_columns(result: dict) -> dict[str, dict]:
     """Test metrics of the run's model and of every baseline (or zero-shot model) of the run."""
-    cols = {}
-    if result.get("test_result"):
-        cols[result.get("model", "model")] = result["test_result"]
-    for name, res in (result.get("baselines") or {}).items():
-        if res.get("test"):
-            cols[name] = res["test"]
-    return cols
+    return metric_columns(result, "test")
 
 
 def bars_figure(columns: dict[str, dict], title: str) -> Figure | None:
@@ -163,7 +157,7 @@ def paths_figure(examples: list[dict], n: int = 4) -> Figure | None:
         ax.text(
             -0.5,
             -y + 0.5,
-            f"user {_short(user)}: #{rec.get('rank')} {_short(rec.get('item_name', ''), 40)}",
+            f"user {_short(user)}: #{rec.get('rank')} {_short(rec.get('title', rec.get('item_name', '')), 40)}",
             fontsize=8,
             weight="bold",
         )

@@ -19,11 +19,10 @@ import yaml
 from matplotlib.figure import Figure
 
 from kgglm.report import figures
-from kgglm.report.saved import ReportError, load_result, path_patterns
+from kgglm.report.saved import REPORT_FILE, ReportError, load_result, path_patterns
 
 __all__ = ["REPORT_FILE", "ReportError", "load_result", "write_comparison", "write_report"]
 
-REPORT_FILE = "report.html"
 _STYLE = (
     "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:13px}"
     "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#eee}"
@@ -102,7 +101,7 @@ def run_sections(run_dir: Path, result: dict, out_dir: Path, prefix: str = "") -
         if name == "paths":
             items = "".join(
                 f"<li>user {html.escape(str(ex['user']))}, #{rec.get('rank')} "
-                f"{html.escape(str(rec.get('item_name', rec.get('item'))))}: "
+                f"{html.escape(str(rec.get('title', rec.get('item_name', rec.get('item')))))}: "
                 f"{html.escape(str(rec.get('explanation', '')))}</li>"
                 for ex in result.get("examples") or []
                 for rec in ex.get("recommendations", [])[:3]

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 RESULT_FILE = "result.json"
+REPORT_FILE = "report.html"
 RECOMMENDATIONS_FILE = "recommendations.jsonl"
 
 
@@ -24,6 +25,17 @@ def load_result(run_dir: str | os.PathLike) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ReportError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+
+
+def metric_columns(result: dict, split: str = "test") -> dict[str, dict]:
+    """Metrics of ``split`` (``test`` or ``valid``) of the run's model and of every baseline (or
+    zero-shot model) of the run, one column each; the model's ``valid`` column is its best validation."""
+    own = result.get("test_result" if split == "test" else "best_valid_result")
+    cols = {result.get("model", "model"): own} if own else {}
+    for name, res in (result.get("baselines") or {}).items():
+        if res.get(split):
+            cols[name] = res[split]
+    return cols
 
 
 def training_stages(result: dict) -> list[tuple[str, list, list]]:

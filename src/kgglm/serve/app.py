@@ -9,11 +9,14 @@ Endpoints (OpenAPI at ``/openapi.json``; ``/docs``, whose page loads its assets 
 * ``POST /recommendations`` ``{"users": [...], "k": 10, "explanation": "best"}`` - a batch
 * ``GET /users/{user}/history`` - training items
 * ``GET /items/{item}`` - title and KG facts around the item
+* ``GET /run`` - the served run: name, model, dataset, test/valid metrics of the model and its baselines
+* ``GET /run/report`` - the run's ``report.html`` (its own stricter CSP: no script at all)
 * ``GET /`` and ``/static/{app.js,style.css}`` - the explorer page (files read once at start-up)
 
 Unknown users/items answer 404 with a message naming them; invalid parameters 422 (the error's
 location and message, never the input echoed back: NaN or a huge value cannot break the answer).
-Nothing a client sends reaches the file system: the page's three files are fixed routes. The Host
+Nothing a client sends reaches the file system: the page's three files and the run's report are
+fixed routes (:mod:`kgglm.serve.rundir`; a run without one answers 404). The Host
 header must be one of ``allowed_hosts`` (default: loopback names; DNS rebinding), and
 :class:`~kgglm.serve.guard.Guard` adds the body limit, the optional bearer token and the security headers.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import PurePath
@@ -36,6 +40,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from kgglm.serve.batching import Batcher
 from kgglm.serve.engine import Engine, NotFound
 from kgglm.serve.guard import MAX_BODY_BYTES, Guard
+from kgglm.serve.rundir import REPORT_CSP, RunFiles, find_run_dir
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +83,15 @@ def run_name(checkpoint: str) -> str:
 
 def create_app(engine: Engine, *, max_batch: int = 32, max_wait_ms: float = 5.0, api_key: str | None = None,
                allowed_hosts: Sequence[str] | None = LOOPBACK_HOSTS, max_body_bytes: int = MAX_BODY_BYTES,
-               docs: bool = False) -> FastAPI:
+               docs: bool = False, run_dir: str | os.PathLike | None = None) -> FastAPI:
     """The app for a loaded engine; the batcher starts and stops with the app's lifespan.
 
     ``allowed_hosts``: Host header names accepted (``None`` or ``["*"]``: any); ``api_key``: the
-    bearer token every endpoint but ``/health`` needs; ``docs``: serve ``/docs`` (assets from a CDN)."""
+    bearer token every endpoint but ``/health`` needs; ``docs``: serve ``/docs`` (assets from a CDN);
+    ``run_dir``: the run whose report and metrics ``/run`` shows (default: the checkpoint's own run)."""
     batcher = Batcher(engine.recommend, max_batch=max_batch, max_wait_ms=max_wait_ms)
     files = _static_files()
+    run = RunFiles(run_dir if run_dir is not None else find_run_dir(engine.info.checkpoint))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -150,6 +157,22 @@ def create_app(engine: Engine, *, max_batch: int = 32, max_wait_ms: float = 5.0,
     @app.get("/items/{item}", summary="an item's title and KG facts")
     async def item(item: ItemId, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
         return engine.item(item, limit)
+
+    @app.get("/run", summary="the served run: test/valid metrics of the model and its baselines")
+    def run_summary() -> JSONResponse:  # plain def: result.json is read in the thread pool
+        summary = run.summary()
+        if summary is None:
+            return JSONResponse(status_code=404, content={"detail": run.error})
+        return JSONResponse(summary)
+
+    @app.get("/run/report", summary="the run's report.html", response_class=HTMLResponse)
+    def run_report() -> Response:
+        page = run.report()
+        if page is None:
+            where = f"run {run.name}" if run.name else "this checkpoint"
+            return JSONResponse(status_code=404, content={
+                "detail": f"{where} has no report.html (write it with: kgglm report RUN_DIR)"})
+        return HTMLResponse(page, headers={"content-security-policy": REPORT_CSP, "cache-control": "no-cache"})
 
     @app.get("/", include_in_schema=False)
     async def index() -> HTMLResponse:

@@ -30,8 +30,6 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 EXPLANATION_MODES = ("best", "knowledge")
-UI_LABEL = "watched"
-KIND_NAMES = ("user", "item", "entity")
 
 
 class NotFound(LookupError):
@@ -60,6 +58,7 @@ class Engine:
 
     def __init__(self, checkpoint: str | os.PathLike, *, data_path: str | None = None,
                  cmd_args: Iterable[str] | None = None, threads: int | None = None) -> None:
+        from kgglm.decode.explain import NODE_KINDS, UI_LABEL
         from kgglm.decode.generation import PathGenerationConfig
         from kgglm.decode.recommend import make_constraint, model_device
         from kgglm.evaluate.evaluator import EvalConfig
@@ -86,6 +85,7 @@ class Engine:
         order = np.argsort(train.users, kind="stable")
         self._train_items = train.items[order]
         self._train_ptr = np.searchsorted(train.users[order], np.arange(data.n_users + 1))
+        self._ui_label, self._kinds = UI_LABEL, NODE_KINDS  # as explanations read them
         self._lock = threading.Lock()
         self.timing = {"search_seconds": 0.0, "explain_seconds": 0.0, "users": 0}  # for /health and benchmarks
         self.info = EngineInfo(model=str(self.config["model"]), dataset=data.name, checkpoint=self.checkpoint,
@@ -109,11 +109,11 @@ class Engine:
             raise NotFound(f"unknown item id {str(item)[:200]!r} in dataset {self.data.name}") from None
 
     def _node(self, node: int) -> dict:
-        kind = KIND_NAMES[(node >= self.data.n_users) + (node >= self._entity_offset)]  # graph.node_kind
+        kind = self._kinds[(node >= self.data.n_users) + (node >= self._entity_offset)]  # graph.node_kind
         return {"id": str(self._node_tokens[node]), "name": str(self._node_names[node]), "kind": kind}
 
     def _relation(self, rel: int) -> str:
-        return UI_LABEL if rel == 0 else str(self.data.relation_tokens[rel])
+        return self._ui_label if rel == 0 else str(self.data.relation_tokens[rel])
 
     def search_users(self, query: str = "", limit: int = 20) -> list[dict]:
         """Users whose id contains ``query`` (ids that start with it first), with their history size."""
@@ -160,46 +160,23 @@ class Engine:
                              split="test", batch_size=max(len(users), 1), constraint=self.constraint)
 
     def recommend(self, users: Sequence[int], k: int, explanation: str = "best") -> list[dict]:
-        """Top-``k`` explained recommendations for user indices, one dict per user (input order)."""
+        """Top-``k`` explained recommendations for user indices, one dict per user (input order):
+        ``{"user", "explanation", "recommendations"}``, each recommendation an
+        :class:`~kgglm.decode.explain.ExplainedRecommendation` dict."""
+        from kgglm.decode.explain import explained_records
+
         if explanation not in EXPLANATION_MODES:
             raise ValueError(f"explanation must be one of {EXPLANATION_MODES}, got {explanation!r}")
         t0 = time.perf_counter()
         recs = self.decode(users, k, explanation)
         t1 = time.perf_counter()
-        out = [self._explained(recs, r, explanation) for r in range(len(recs.users))]
+        lists = explained_records(recs, self.data, self.vocab, phrases=self.config["relation_phrases"])
+        out = [{"user": x.user, "explanation": explanation, "recommendations": [r.to_dict() for r in x.recommendations]}
+               for x in lists]
         self.timing["search_seconds"] += t1 - t0
         self.timing["explain_seconds"] += time.perf_counter() - t1
         self.timing["users"] += len(out)
         return out
-
-    def _explained(self, recs, row: int, mode: str) -> dict:
-        from kgglm.decode.explain import explain, path_strings
-
-        u = int(recs.users[row])
-        out = []
-        phrases = self.config["relation_phrases"]
-        for rank in range(recs.items.shape[1]):
-            item = int(recs.items[row, rank])
-            if item < 0:
-                break
-            toks = recs.paths[row, rank]
-            nodes = [self._node(int(t) - self.vocab.node_offset) for t in toks[0::2]]
-            relations = [self._relation(int(t) - self._rel_offset) for t in toks[1::2]]
-            through_kg = any(n["kind"] == "entity" for n in nodes[2:-1])
-            out.append({"rank": rank + 1, "item": str(self.data.item_tokens[item]),
-                        "title": str(self.data.item_names[item]), "score": float(recs.scores[row, rank]),
-                        "path_score": float(recs.path_scores[row, rank]),
-                        "path": path_strings(self.data, self.vocab, toks, readable=False),
-                        "nodes": nodes, "relations": relations,
-                        "explanation": explain(self.data, self.vocab, toks, phrases),
-                        "explanation_source": "knowledge" if through_kg else "collaborative"})
-        return {"user": str(self.data.user_tokens[u]), "explanation": mode, "recommendations": out}
-
-    @property
-    def _rel_offset(self) -> int:
-        from kgglm.paths.vocab import RELATION_OFFSET
-
-        return RELATION_OFFSET
 
     # ------------------------------------------------------------------------------ reference
     def reference(self, users: Sequence[str], k: int) -> list[dict]:

@@ -1,7 +1,8 @@
-"""The recommendation task's stage recipes, wired from a resolved :class:`~kgglm.config.Config`.
+"""The recommendation task: its stages and their recipe, wired from a resolved :class:`~kgglm.config.Config`.
 
-Each stage takes the config and the dataset and *returns* a typed result (PyKEEN's pipeline
-helpers are the model); only :mod:`kgglm.quick_start` assembles a ``RunResult`` from them.
+Each stage takes the config and the dataset and *returns* a frozen result (PyKEEN's pipeline
+helpers are the model); :func:`run_recommendation` runs the stages a job asks for and returns a
+:class:`RecommendationResult`, which :mod:`kgglm.tasks.run` turns into the run's ``RunResult``.
 
 * :func:`pretrain_stage`: sample KG walks, train a fresh model, checkpoint;
 * :func:`finetune_stage`: sample user paths, fine-tune from ``pre_model_path`` with validation
@@ -16,12 +17,12 @@ helpers are the model); only :mod:`kgglm.quick_start` assembles a ``RunResult`` 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -36,10 +37,12 @@ from kgglm.decode.generation import PathGenerationConfig
 from kgglm.decode.recommend import recommend, write_recommendations
 from kgglm.evaluate.evaluator import EvalConfig, Evaluation
 from kgglm.evaluate.ranked import Recommendations
-from kgglm.model.gpt import KGGLM, ModelConfig
+from kgglm.model.gpt import KGGLM
 from kgglm.model.init import no_weight_init
 from kgglm.paths.corpus import PathSampleConfig, stage_corpus
 from kgglm.paths.vocab import VOCAB_FILE, Vocabulary
+from kgglm.tasks.history_expert import choose_history_weight, fit_expert
+from kgglm.tasks.models import ModelBuilder
 from kgglm.tasks.ranking import evaluate_model
 from kgglm.train import checkpoint as ckpt
 from kgglm.train.trainer import TrainConfig, train
@@ -51,7 +54,7 @@ CONFIG_META_KEY = "kgglm_config"
 RECOMMENDATIONS_FILE = "recommendations.jsonl"
 
 
-@dataclass
+@dataclass(frozen=True)
 class PretrainResult:
     """What pre-training produced: the checkpoint and training statistics."""
 
@@ -59,7 +62,7 @@ class PretrainResult:
     train_stats: dict
 
 
-@dataclass
+@dataclass(frozen=True)
 class FinetuneResult:
     """What fine-tuning produced: the best checkpoint, validation and test metrics, the test lists."""
 
@@ -74,7 +77,7 @@ class FinetuneResult:
     examples: list = field(default_factory=list)
 
 
-@dataclass
+@dataclass(frozen=True)
 class BaselineResult:
     """A baseline's validation and test metrics (validation chose its epoch, if it trains)."""
 
@@ -82,6 +85,47 @@ class BaselineResult:
     valid_result: dict
     test_result: dict
     train_stats: dict
+
+
+@dataclass(frozen=True)
+class RecommendationResult:
+    """The stages one recommendation run ran: ``pretrain`` and/or ``finetune`` for KGGLM, or
+    ``baseline`` when the run's model is a baseline; ``baselines`` compared on the same split."""
+
+    pretrain: PretrainResult | None = None
+    finetune: FinetuneResult | None = None
+    baseline: BaselineResult | None = None
+    baselines: tuple[BaselineResult, ...] = ()
+
+
+RECOMMENDATION_STAGES = ("pretrain", "finetune", "pipeline", "baseline")
+
+
+def run_recommendation(config: Config, data: Dataset, run_dir: Path, stage: str) -> RecommendationResult:
+    """The recipe of ``stage``: ``pretrain`` (into ``CHECKPOINT_DIR/KGGLM-pretrain/``), ``finetune``
+    (from ``pre_model_path``), ``baseline`` (fit and evaluate the config's baseline model), or
+    ``pipeline``: pretrain (skipped when ``pre_model_path`` is set; none when ``pretrain_epochs`` is
+    0, the ablation), finetune, test, then the ``baselines`` on the same split."""
+    if stage == "baseline":
+        return RecommendationResult(baseline=baseline_stage(config, data))
+    if stage == "pretrain":
+        into = Path(config["checkpoint_dir"]) / PRETRAIN_DIR
+        return RecommendationResult(pretrain=pretrain_stage(config, data, into))
+    if stage == "finetune":
+        return RecommendationResult(finetune=finetune_stage(config, data, config["pre_model_path"], run_dir))
+    if stage != "pipeline":
+        raise ValueError(f"stage must be one of {RECOMMENDATION_STAGES}, got {stage!r}")
+    pre, pre_model_path = None, config["pre_model_path"]  # the config is never rewritten
+    if str(pre_model_path).strip():  # an existing pretrained model: fine-tune it
+        logger.info("pre_model_path is set: skipping pre-training, fine-tuning %s", pre_model_path)
+    elif int(config["pretrain_epochs"]) == 0:  # no pre-training at all (the ablation)
+        pre_model_path = None
+    else:
+        pre = pretrain_stage(config, data, run_dir / "pretrain")
+        pre_model_path = pre.checkpoint
+    tuned = finetune_stage(config, data, pre_model_path, run_dir)
+    return RecommendationResult(pretrain=pre, finetune=tuned,
+                                baselines=tuple(baseline_stage(config, data, name) for name in config["baselines"]))
 
 
 def load_dataset_for(config: Config, *, audit: bool = True) -> Dataset:
@@ -111,15 +155,14 @@ def _train_stats(tr, n_paths: int) -> dict:
 # ---------------------------------------------------------------------------------- stages
 def pretrain_stage(config: Config, data: Dataset, ckpt_dir: Path) -> PretrainResult:
     """Sample KG walks, train a fresh model on them, checkpoint into ``ckpt_dir``."""
-    vocab = Vocabulary.from_graph(data.graph, data.name)
+    builder = ModelBuilder.for_dataset(data, config)
     sampling = PathSampleConfig.from_config(config)
-    tokens = stage_corpus(data, vocab, sampling, "pretrain")
+    tokens = stage_corpus(data, builder.vocab, sampling, "pretrain")
     logger.info("pretrain corpus: %d paths of up to %d tokens", tokens.shape[0], tokens.shape[1])
-    model_config = ModelConfig.from_config(config, vocab_size=vocab.size, n_positions=sampling.context_length)
-    model = KGGLM(model_config, torch.from_numpy(vocab.token_types()))
+    model = builder.fresh(sampling.context_length)
     logger.info("model: %.2fM parameters", model.num_parameters() / 1e6)
-    tr = train(model, tokens, TrainConfig.from_config(config, "pretrain"), checkpoint_dir=ckpt_dir, vocab=vocab,
-               extra_meta=_meta(config, data))
+    tr = train(model, tokens, TrainConfig.from_config(config, "pretrain"), checkpoint_dir=ckpt_dir,
+               vocab=builder.vocab, extra_meta=_meta(config, data))
     logger.info("pretrained checkpoint: %s (final loss %.4f)", tr.last_checkpoint, tr.last_loss)
     return PretrainResult(checkpoint=str(tr.last_checkpoint), train_stats=_train_stats(tr, tokens.shape[0]))
 
@@ -130,20 +173,19 @@ def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathL
 
     ``pre_model_path=None`` trains a freshly initialised model on the user paths alone (no
     pre-training: PEARLM's setting, the ablation of the paper's central claim)."""
-    vocab = Vocabulary.from_graph(data.graph, data.name)
+    builder = ModelBuilder.for_dataset(data, config)
+    vocab = builder.vocab
     tokens = stage_corpus(data, vocab, PathSampleConfig.from_config(config), "finetune")
     logger.info("finetune corpus: %d user paths", tokens.shape[0])
-    model_config = ModelConfig.from_config(config, vocab_size=vocab.size, n_positions=tokens.shape[1])
-    if model_config.user_history and model_config.history_loss_weight > 0:
-        model_config = dataclasses.replace(model_config, history_items=vocab.n_items)
     if pre_model_path is None:
-        model = KGGLM(model_config, torch.from_numpy(vocab.token_types())).to(config.device)
+        model = builder.fresh(tokens.shape[1], history=True, device=config.device)
         logger.info("no pre-training: fine-tuning a fresh model (%.2fM parameters)", model.num_parameters() / 1e6)
     else:
-        model, _ = ckpt.load_pretrained_for_finetune(pre_model_path, vocab, model_config, device=config.device)
+        model, _ = builder.pretrained(pre_model_path, tokens.shape[1], history=True, device=config.device)
     attach_history(model, data, vocab)
     generation = PathGenerationConfig.from_config(config)
     settings = EvalConfig.from_config(config)
+    expert_fit = fit_expert(model, data, vocab, config, settings)
 
     def evaluate_fn(m: KGGLM) -> tuple[float, dict]:
         ev = evaluate_model(m, data, "valid", settings, vocab=vocab, generation=generation)
@@ -154,29 +196,56 @@ def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathL
                evaluate_fn=evaluate_fn)
     best = tr.best_checkpoint or tr.last_checkpoint
     ckpt.load_weights(model, best)
+    valid_score, valid_metrics = tr.best_score, tr.best_metrics
+    if expert_fit is not None:  # the valid figures are then the chosen weight's
+        generation, valid_score, valid_metrics = choose_history_weight(model, data, vocab, config, settings,
+                                                                       generation, valid_score, valid_metrics)
+        _record_generation(best, model, vocab, generation)
     test = evaluate_model(model, data, "test", settings, vocab=vocab, generation=generation,
                           show_progress=config["show_progress"])
-    result = FinetuneResult(checkpoint=str(best), best_valid_score=tr.best_score, best_valid_result=tr.best_metrics,
-                            test_result=test.metrics, history=tr.history,
-                            train_stats=_train_stats(tr, tokens.shape[0]), recommendations=test.recommendations)
-    if not distributed.is_main():  # [distributed] rank 0 alone exports (and explains)
-        return result
-    export = export_recommendations(model, data, vocab, config, test, settings)
+    files, examples = _export(model, data, vocab, config, test, settings, generation, run_dir) \
+        if distributed.is_main() else ({}, [])  # [distributed] rank 0 alone exports (and explains)
+    stats = _train_stats(tr, tokens.shape[0])
+    if expert_fit is not None:
+        stats["history_expert"] = {**expert_fit.to_dict(), "history_weight": generation.history_weight}
+    return FinetuneResult(checkpoint=str(best), best_valid_score=valid_score, best_valid_result=valid_metrics,
+                          test_result=test.metrics, history=tr.history, train_stats=stats,
+                          recommendations=test.recommendations, files=files, examples=examples)
+
+
+def _export(model: KGGLM, data: Dataset, vocab: Vocabulary, config: Config, test: Evaluation,
+            settings: EvalConfig, generation: PathGenerationConfig, run_dir: Path) -> tuple[dict, list]:
+    """``(files, examples)``: the recommendations export (when ``export_recommendations``) and a few
+    explained test users, with readable node names for the report's path drawings."""
+    export = export_recommendations(model, data, vocab, test, settings, generation, export_topk=config["export_topk"])
+    files = {}
     if config["export_recommendations"]:
         path = write_recommendations(export, data, vocab, run_dir / RECOMMENDATIONS_FILE, config["relation_phrases"])
-        result.files["recommendations"] = str(path)
-    result.examples = explained(export, data, vocab, limit=config["show_examples"], k=min(5, settings.max_k),
-                                phrases=config["relation_phrases"])
-    for r, example in enumerate(result.examples):  # readable node names for the report's path drawings
+        files["recommendations"] = str(path)
+    examples = explained(export, data, vocab, limit=config["show_examples"], k=min(5, settings.max_k),
+                         phrases=config["relation_phrases"])
+    for r, example in enumerate(examples):
         for rank, row in enumerate(example["recommendations"]):
             row["path_names"] = path_strings(data, vocab, export.paths[r, rank])
-    return result
+    return files, examples
+
+
+def _record_generation(path, model: KGGLM, vocab: Vocabulary, generation: PathGenerationConfig) -> None:
+    """Rewrite checkpoint ``path`` (atomically) with the ``history_weight`` chosen on valid in its saved
+    config, so that ``kgglm evaluate``/``recommend``/``serve`` rank as the run did."""
+    info = ckpt.read_info(path)
+    meta = dict(info["meta"])
+    saved = dict(meta.get(CONFIG_META_KEY) or {})
+    saved["path_generation_args"] = {**(saved.get("path_generation_args") or {}),
+                                     "history_weight": generation.history_weight}
+    meta[CONFIG_META_KEY] = saved
+    ckpt.save_checkpoint(path, model, vocab, train_config=info.get("training"), meta=meta)
 
 
 def attach_history(model: KGGLM, data: Dataset, vocab: Vocabulary) -> None:
     """Give a history-conditioned model its users' *training* items (never valid/test: the history is
     the model's input when it ranks valid and test items too); a no-op for other models."""
-    if not model.config.user_history:
+    if not (model.config.user_history or model.config.history_expert_dim):
         return
     indptr, items = data.split_items("train")
     lo = vocab.node_offset
@@ -185,12 +254,11 @@ def attach_history(model: KGGLM, data: Dataset, vocab: Vocabulary) -> None:
                            (lo, lo + vocab.n_users), (lo + vocab.n_users, lo + vocab.n_users + vocab.n_items))
 
 
-def export_recommendations(model, data: Dataset, vocab: Vocabulary, config: Config, test: Evaluation,
-                           settings: EvalConfig) -> Recommendations:
+def export_recommendations(model, data: Dataset, vocab: Vocabulary, test: Evaluation, settings: EvalConfig,
+                           generation: PathGenerationConfig, *, export_topk: int | None = None) -> Recommendations:
     """The test lists to export: the evaluated ones, or a separate decode when the export asks for
     more items per user (``export_topk``/``paths_per_user``); the metrics never depend on it."""
-    generation = PathGenerationConfig.from_config(config)
-    want = max(int(config["export_topk"] or 0), int(generation.paths_per_user or 0))
+    want = max(int(export_topk or 0), int(generation.paths_per_user or 0))
     if want <= test.recommendations.topk:
         return test.recommendations
     return recommend(model, data, test.recommendations.users, vocab=vocab, generation=generation, n_return=want,
@@ -217,12 +285,13 @@ def baseline_stage(config: Config, data: Dataset, name: str | None = None) -> Ba
 
 
 def baseline_config(config: Config, name: str) -> Mapping:
-    """The config a baseline trains with: the run's, or, when the run is another model's (``kgglm run
+    """The settings a baseline trains with, resolved here once and handed down as a read-only mapping
+    of values (never the layered config): the run's, or, when the run is another model's (``kgglm run
     --baselines=BPR``), the same data/evaluation keys over that baseline's own model defaults."""
-    if name == config.model:
-        return config
-    keep = {k: config[k] for k in ("seed", "device", "use_gpu", "show_progress", "data_path", "checkpoint_dir")}
-    return Config(name, config.dataset, config_dict={**keep, **_data_keys(config)})
+    if name != config.model:
+        keep = {k: config[k] for k in ("seed", "device", "use_gpu", "show_progress", "data_path", "checkpoint_dir")}
+        config = Config(name, config.dataset, config_dict={**keep, **_data_keys(config)})
+    return MappingProxyType(config.to_dict())
 
 
 def _data_keys(config: Config) -> dict:

@@ -379,11 +379,12 @@ def load_pretrained_for_finetune(path: str | os.PathLike, vocab: Vocabulary, mod
     if saved.n_positions < model_config.n_positions:
         raise CheckpointError(f"{where} was trained with n_positions={saved.n_positions}, fine-tuning needs "
                               f"{model_config.n_positions} (longer paths than pre-training)")
-    # training-only settings and the fine-tuning additions (the history projection starts fresh)
-    finetune_keys = ("dropout", "user_history", "history_dropout", "history_loss_weight", "history_items")
+    # training-only settings and the fine-tuning additions (the history layers and expert start fresh)
+    finetune_keys = ("dropout", "user_history", "history_dropout", "history_loss_weight", "history_items",
+                     "history_expert_dim", "history_expert_dropout")
     config = ModelConfig.from_dict({**saved.to_dict(), **{k: getattr(model_config, k) for k in finetune_keys}})
     model = KGGLM(config, torch.from_numpy(vocab.token_types())).to(device)
-    fresh = tuple(k for k in model.state_dict() if k.startswith(("hproj.", "hhead.", "hout.")))
+    fresh = tuple(k for k in model.state_dict() if k.startswith(("hproj.", "hhead.", "hout.", "expert.")))
     apply_weights(model, read_weights(ckpt, device), ckpt / WEIGHTS_FILE, may_miss=fresh)
     model.train()
     meta = dict(info["meta"], model_config=info["model"], train_config=info.get("training", {}), path=str(ckpt))

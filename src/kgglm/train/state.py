@@ -15,11 +15,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from kgglm.config import TRAIN_STAGES
 from kgglm.distributed import resolve_device
 from kgglm.evaluate.stopping import early_stopping
 
 MIXED_PRECISION = ("auto", "bf16", "fp16", "no")
+# the two corpora the trainer knows (output slices, checkpoint meta); the config's train_stage takes the same values
+TRAIN_STAGES = ("pretrain", "finetune")
 
 
 @dataclass(frozen=True)

@@ -68,8 +68,9 @@ def lr_at(step: int, config: TrainConfig, total_steps: int) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; matrices (incl. embeddings) decay, biases and LayerNorm weights (1-D) do not."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """AdamW; matrices (incl. embeddings) decay, biases and LayerNorm weights (1-D) do not. The
+    history expert (``expert.*``) has its own schedule (:mod:`kgglm.train.expert`): left out."""
+    params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("expert.")]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     extra = {"fused": True} if device.type == "cuda" else {"foreach": True}
@@ -168,6 +169,7 @@ class Trainer:
         if config.compile:
             self.loss_fn = torch.compile(self.loss_fn)
         amp = autocast_dtype(config.mixed_precision, self.device)
+        self.amp_dtype: torch.dtype | None = amp  # the autocast dtype of the training step (None: full precision)
         self.autocast = partial(torch.autocast, self.device.type, dtype=amp) if amp else nullcontext
         self.scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
         self.progress = TrainProgress(run_id=distributed.broadcast_object(new_run_id()))

@@ -3,7 +3,7 @@
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
-const state = { user: null, mode: "best", k: 10, seq: 0 };
+const state = { user: null, mode: "best", k: 10, seq: 0, run: false };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, text) {
@@ -152,17 +152,74 @@ async function showItem(item) {
   }
 }
 
+// ------------------------------------------------------------------ the run: metrics and report
+function metricValue(v) {
+  if (typeof v !== "number") return "";
+  return Number.isInteger(v) ? String(v) : v.toFixed(4);
+}
+
+function metricsTable(split, columns) {
+  const names = Object.keys(columns);
+  const metrics = [...new Set(names.flatMap((n) => Object.keys(columns[n])))];
+  const table = el("table", { class: "metrics", "data-split": split });
+  table.appendChild(el("caption", {}, `${split} metrics`));
+  const head = el("tr");
+  head.appendChild(el("th", { scope: "col" }, "metric"));
+  for (const n of names) head.appendChild(el("th", { scope: "col" }, n));
+  table.appendChild(el("thead")).appendChild(head);
+  const body = table.appendChild(el("tbody"));
+  for (const m of metrics) {
+    const tr = el("tr", { "data-metric": m });
+    tr.appendChild(el("th", { scope: "row" }, m));
+    for (const n of names) tr.appendChild(el("td", { "data-column": n }, metricValue(columns[n][m])));
+    body.appendChild(tr);
+  }
+  return table;
+}
+
+async function loadRun() {
+  if (state.run) return;
+  state.run = true;
+  try {
+    const run = await getJSON("/run");
+    $("run-name").textContent = run.run;
+    $("report-link").hidden = !run.report;
+    $("run-status").textContent = `${run.model} on ${run.dataset} (${run.train_stage})` +
+      (run.report ? "" : " · this run has no report.html (write it with: kgglm report RUN_DIR)");
+    const tables = Object.entries(run.metrics).filter(([, cols]) => Object.keys(cols).length);
+    $("run-metrics").replaceChildren(...tables.map(([split, cols]) => metricsTable(split, cols)));
+    if (!tables.length) $("run-metrics").replaceChildren(el("p", { class: "muted" }, "no metrics in result.json"));
+  } catch (e) {
+    $("run-status").textContent = e.message;
+    $("run-status").classList.add("error");
+  }
+}
+
+function showView(view) {
+  const run = view === "run";
+  $("run-view").hidden = !run;
+  $("intro").hidden = run || state.user !== null;
+  $("user-view").hidden = run || state.user === null;
+  for (const [id, on] of [["tab-explore", !run], ["tab-run", run]]) {
+    $(id).classList.toggle("active", on);
+    $(id).setAttribute("aria-pressed", String(on));
+  }
+  if (run) {
+    history.replaceState(null, "", "?view=run");
+    loadRun();
+  } else if (state.user !== null) {
+    history.replaceState(null, "", `?${new URLSearchParams({ user: state.user, explanation: state.mode })}`);
+  }
+}
+
 function selectUser(user) {
   state.user = user;
-  $("intro").hidden = true;
-  $("user-view").hidden = false;
+  showView("explore");
   $("item-panel").hidden = true;
   $("user-name").textContent = user;
   for (const b of document.querySelectorAll(".user-list button")) {
     b.classList.toggle("active", b.dataset.user === user);
   }
-  const params = new URLSearchParams({ user, explanation: state.mode });
-  history.replaceState(null, "", `?${params}`);
   loadHistory(user);
   loadRecs();
 }
@@ -188,6 +245,8 @@ async function init() {
   }
   $("k").addEventListener("change", (ev) => { state.k = Number(ev.target.value); if (state.user) loadRecs(); });
   $("item-close").addEventListener("click", () => { $("item-panel").hidden = true; });
+  $("tab-explore").addEventListener("click", () => showView("explore"));
+  $("tab-run").addEventListener("click", () => showView("run"));
   const params = new URLSearchParams(location.search);
   const mode = params.get("explanation");
   if (mode === "knowledge" || mode === "best") {
@@ -196,6 +255,7 @@ async function init() {
   }
   await loadUsers("");
   if (params.get("user")) selectUser(params.get("user"));
+  else if (params.get("view") === "run") showView("run");
 }
 
 init();
