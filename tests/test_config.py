@@ -160,7 +160,7 @@ def test_mapping_access_sections_and_save(tmp_path):
     c = Config(config_dict={"epochs": 4})
     assert "epochs" in c and c.get("epochs") == 4 and c.get("nope", 5) == 5
     assert set(c.section("Model")) == {"embedding_size", "num_heads", "num_layers", "dropout", "use_kg_token_types",
-                                       "user_history", "history_dropout", "history_loss_weight"}
+                                       "user_history", "history_dropout", "history_loss_weight", "history_expert_args"}
     c["epochs"] = 9
     assert c["epochs"] == 9
     with pytest.raises(ConfigError, match="did you mean 'epochs'"):

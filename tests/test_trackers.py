@@ -92,16 +92,56 @@ def test_mlflow_file_store_reads_back(tracked, monkeypatch):
     assert {"run/result.json", "run/report.html"} <= names
 
 
+def _wandb_records(path: Path) -> list:
+    """The records of an offline ``.wandb`` file, parsed with wandb's own protobuf classes.
+
+    wandb >= 0.19 ships no Python reader (its Go core writes the file): the container is a 7-byte
+    header (``:W&B``, magic, version) and LevelDB-log framing (32 KiB blocks; per chunk a CRC32C,
+    a 2-byte length and a type: 1 full, 2 first, 3 middle, 4 last), each payload a ``Record``."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, chunks, partial = 7, 32768, [], b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        payload, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind == 1:
+            chunks.append(payload)
+        elif kind in (2, 3):
+            partial = (partial if kind == 3 else b"") + payload
+        elif kind == 4:
+            chunks.append(partial + payload)
+    return [pb.Record.FromString(c) for c in chunks]
+
+
 @pytest.mark.skipif(not HAVE["wandb"], reason="wandb not installed")
 def test_wandb_offline_run(tracked, monkeypatch):
     from kgglm.report.trackers import log_run
 
-    _, run_dir, _ = tracked
+    _, run_dir, result = tracked
     monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
     run_id = log_run(run_dir, ["wandb"])["wandb"]
-    # wandb >= 0.19 has no Python reader of offline run files (its Go core writes them): check the file
     (found,) = run_dir.glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb")
-    assert found.stat().st_size > 0
+    records = _wandb_records(found)
+    (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert run.run_id == run_id and run.display_name == run_dir.name
+    config = {i.key: json.loads(i.value_json) for i in run.config.update}
+    assert config["embedding_size"] == str(TINY["embedding_size"])  # flat_params: strings, as MLflow params
+    history = [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+               for r in records if r.WhichOneof("record_type") == "history"]
+    losses = [(h["finetune/step"], h["finetune/loss"]) for h in history if "finetune/loss" in h]
+    assert losses == [tuple(x) for x in result["train_stats"]["losses"]]
+    evals = [h["finetune/valid/ndcg@5"] for h in history if "finetune/valid/ndcg@5" in h]
+    assert evals == [h["metrics"]["ndcg@5"] for h in result["history"]]
+    (test,) = [h["test/ndcg@5"] for h in history if "test/ndcg@5" in h]
+    assert test == result["test_result"]["ndcg@5"]
 
 
 def test_scalars_and_errors(tracked):
