@@ -18,6 +18,8 @@ def test_whole_job_and_single_stages():
     job = plan(_config(), pipeline=True)
     assert (job.task, job.stage, job.dir_stage, job.train_stage, job.report) == \
         ("recommendation", "pipeline", "run", "pretrain+finetune", True)
+    for keys in ({"pretrain_epochs": 0}, {"pre_model_path": "saved/KGGLM-pretrain/"}):  # no pre-training runs
+        assert plan(_config(**keys), pipeline=True).train_stage == "finetune"
     job = plan(_config(train_stage="pretrain"), pipeline=False)
     assert (job.stage, job.dir_stage, job.train_stage, job.report) == ("pretrain", "pretrain", "pretrain", False)
     job = plan(_config(train_stage="finetune", pre_model_path="saved/KGGLM-pretrain/"), pipeline=False)

@@ -131,8 +131,9 @@ def plan(config: Config, *, pipeline: bool) -> Job:
         return Job(KG_COMPLETION, KG_COMPLETION, "kgc", KG_COMPLETION, report=True)
     if config.model != "KGGLM":
         return Job("recommendation", "baseline", "eval", None, report=False)
-    if pipeline:
-        return Job("recommendation", "pipeline", "run", "pretrain+finetune", report=True)
+    if pipeline:  # the stages it runs: no pre-training with pretrain_epochs 0 or a given pre_model_path
+        pretrains = int(config["pretrain_epochs"]) > 0 and not str(config["pre_model_path"]).strip()
+        return Job("recommendation", "pipeline", "run", "pretrain+finetune" if pretrains else "finetune", report=True)
     stage = config["train_stage"]
     if stage == "finetune" and not str(config["pre_model_path"]).strip():
         raise ConfigError("train_stage 'finetune' needs pre_model_path: the pretrain checkpoint directory, "
