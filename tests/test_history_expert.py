@@ -142,3 +142,14 @@ def test_run_fits_the_expert_chooses_the_weight_on_valid_and_the_checkpoint_rank
     # chosen on valid, and reported as the run's valid score
     assert valid[stats["history_weight"]]["score"] == best == pytest.approx(res.best_valid_score, abs=1e-9)
     assert again["valid_paths"] == 1.0
+
+
+def test_expert_is_frozen_outside_its_own_fit():
+    """Frozen, the path trainer's DDP does not wait for gradients the path loss never gives it (a
+    2-process `kgglm run` with the expert failed before)."""
+    model, _, users = _cluster_model()
+    assert not any(p.requires_grad for p in model.expert.parameters())
+    fit_history_expert(model, users, ExpertFitConfig(epochs=1, learning_rate=1e-2, weight_decay=0.0, batch_size=32,
+                                                     eval_step=1, stopping_step=0))
+    assert not any(p.requires_grad for p in model.expert.parameters())
+    assert any(p.requires_grad for p in model.parameters())  # the path model trains as before

@@ -107,25 +107,13 @@ def resolve_dataset(
     if not valid_name(name):
         raise DatasetError(f"dataset name {name!r}: expected a plain name such as 'ml-100k'")
     folder = find_dataset(name, data_path)
-    if folder is not None and name == "ml-100k-dbpedia":
-        from kgglm.data.dbpedia_link import build_ml100k_dbpedia, is_current_build
-
-        if not is_current_build(folder):
-            logger.warning("%s: %s was built by another kgglm version (no current %s.report.json): rebuilding",
-                           name, folder, name)
-            try:
-                return build_ml100k_dbpedia(data_path, download=download, show_progress=show_progress)
-            except DatasetError as exc:  # its sources are out of reach: the old build is better than none
-                logger.warning("%s: cannot rebuild (%s); using the older build in %s", name, exc, folder)
+    if name == "ml-100k-dbpedia":  # built from two other data sets (each found or downloaded)
+        return _dbpedia_build(folder, data_path, download=download, show_progress=show_progress)
     if folder is not None:
         verify_checksums(folder)
         return folder
     roots = candidate_roots(data_path)
     searched = ", ".join(str(r / name) for r in roots)
-    if name == "ml-100k-dbpedia":  # built from two other data sets (each found or downloaded)
-        from kgglm.data.dbpedia_link import build_ml100k_dbpedia
-
-        return build_ml100k_dbpedia(data_path, download=download, show_progress=show_progress)
     if name not in KNOWN_DATASETS and name != "ml1m":
         raise DatasetError(
             f"dataset '{name}': {name}.inter not found in {searched}; expected a folder DATA_PATH/{name}/ "
@@ -138,6 +126,27 @@ def resolve_dataset(
 
         return download_ml1m(roots[0], show_progress=show_progress)
     return download_dataset(name, roots[0], show_progress=show_progress)
+
+
+def _dbpedia_build(found: Path | None, data_path, *, download: bool, show_progress: bool) -> Path:
+    """``found`` when it is a current build of ``ml-100k-dbpedia``, else a new build; a build of another
+    kgglm version whose sources are out of reach is used, with a warning (better than none)."""
+    from kgglm.data.dbpedia_link import NAME, build_ml100k_dbpedia, is_current_build
+
+    if found is not None and is_current_build(found):
+        verify_checksums(found)
+        return found
+    if found is not None:
+        logger.warning("%s: %s was built by another kgglm version (no current %s.report.json): rebuilding",
+                       NAME, found, NAME)
+    try:
+        return build_ml100k_dbpedia(data_path, download=download, show_progress=show_progress)
+    except DatasetError as exc:
+        if found is None:
+            raise
+        logger.warning("%s: cannot rebuild (%s); using the older build in %s", NAME, exc, found)
+        verify_checksums(found)
+        return found
 
 
 def download_dataset(

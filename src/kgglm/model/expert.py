@@ -35,6 +35,9 @@ class HistoryExpert(nn.Module):
         self.enc_bias = nn.Parameter(torch.zeros(dim))
         self.dec = nn.Linear(dim, n_items)
         self.reset_parameters()
+        # frozen but inside its own fit: the path model's optimiser and DDP (which would wait for
+        # gradients the path loss never gives it) leave it alone
+        self.requires_grad_(False)
 
     def reset_parameters(self) -> None:
         """Xavier weights and zero biases, as Mult-DAE (the GPT's N(0, 0.02) suits it less)."""

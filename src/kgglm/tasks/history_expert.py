@@ -54,7 +54,7 @@ def fit_expert(model, data: Dataset, vocab: Vocabulary, config: Mapping[str, Any
     result = fit_history_expert(model, users, ExpertFitConfig.from_config(config),
                                 evaluate_fn=lambda m: valid(scorer)[0])
     model.train(was_training)
-    model.expert.eval()  # its dropout is its own: off whenever the path model trains
+    model.expert.eval()  # its dropout is its own: off whenever the path model trains (train() sets it)
     logger.info("history expert: epoch %d chosen (valid %s) in %.1f s", result.best_epoch,
                 f"{result.best_score:.4f}" if result.best_score is not None else "n/a", result.seconds)
     return result

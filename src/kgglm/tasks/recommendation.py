@@ -200,7 +200,8 @@ def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathL
     if expert_fit is not None:  # the valid figures are then the chosen weight's
         generation, valid_score, valid_metrics = choose_history_weight(model, data, vocab, config, settings,
                                                                        generation, valid_score, valid_metrics)
-        _record_generation(best, model, vocab, generation)
+        if distributed.is_main():  # [distributed] rank 0 alone writes the checkpoint
+            _record_generation(best, model, vocab, generation)
     test = evaluate_model(model, data, "test", settings, vocab=vocab, generation=generation,
                           show_progress=config["show_progress"])
     files, examples = _export(model, data, vocab, config, test, settings, generation, run_dir) \

@@ -23,15 +23,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ExpertFitConfig:
-    """The expert's schedule: the keys of ``history_expert_args`` (defaults in ``configs/overall.yaml``)."""
+    """The expert's schedule: the keys of ``history_expert_args``, with their defaults in
+    ``configs/overall.yaml`` only (build it with :meth:`from_config`)."""
 
-    epochs: int = 200
-    learning_rate: float = 1e-3
-    weight_decay: float = 1.0
-    batch_size: int = 256
-    eval_step: int = 10
-    stopping_step: int = 5
-    seed: int = 2020
+    epochs: int
+    learning_rate: float
+    weight_decay: float
+    batch_size: int
+    eval_step: int
+    stopping_step: int
+    seed: int = 2020  # the run's ``seed``; a default only for callers building one by hand
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_step"):
@@ -42,11 +43,11 @@ class ExpertFitConfig:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ExpertFitConfig:
-        args = config.get("history_expert_args") or {}
-        return cls(epochs=int(args.get("epochs", 200)), learning_rate=float(args.get("learning_rate", 1e-3)),
-                   weight_decay=float(args.get("weight_decay", 1.0)), batch_size=int(args.get("batch_size", 256)),
-                   eval_step=int(args.get("eval_step", 10)), stopping_step=int(args.get("stopping_step", 5)),
-                   seed=int(config.get("seed", 2020)))
+        args = config["history_expert_args"]
+        return cls(epochs=int(args["epochs"]), learning_rate=float(args["learning_rate"]),
+                   weight_decay=float(args["weight_decay"]), batch_size=int(args["batch_size"]),
+                   eval_step=int(args["eval_step"]), stopping_step=int(args["stopping_step"]),
+                   seed=int(config["seed"]))
 
 
 @dataclass
@@ -69,10 +70,21 @@ def fit_history_expert(model, users: torch.Tensor, config: ExpertFitConfig,
     """Train ``model.expert`` on the histories attached to ``model`` (``set_user_history``) of the
     user tokens ``users``; with ``evaluate_fn(model) -> valid score`` keep the best epoch's weights.
 
-    The rest of the model is neither updated nor put in training mode."""
+    The rest of the model is neither updated nor put in training mode; the expert is frozen again
+    afterwards (``requires_grad`` off), as it is built."""
     expert = model.expert
     if expert is None:
         raise ValueError("fit_history_expert: the model has no history expert (history_expert_args.dim is 0)")
+    expert.requires_grad_(True)
+    try:
+        return _fit(model, expert, users, config, evaluate_fn)
+    finally:
+        expert.requires_grad_(False)
+        expert.eval()
+
+
+def _fit(model, expert, users: torch.Tensor, config: ExpertFitConfig,
+         evaluate_fn: Callable[[Any], float] | None) -> ExpertFitResult:
     device = expert.dec.weight.device
     users = users.to(device)
     gen = torch.Generator().manual_seed(config.seed)
@@ -105,6 +117,5 @@ def fit_history_expert(model, users: torch.Tensor, config: ExpertFitConfig,
             break
     if best_state is not None:
         expert.load_state_dict(best_state)
-    expert.eval()
     return ExpertFitResult(epochs=epoch, best_epoch=best_epoch or epoch, best_score=best,
                            seconds=time.perf_counter() - start, history=history)

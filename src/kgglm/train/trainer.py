@@ -68,9 +68,9 @@ def lr_at(step: int, config: TrainConfig, total_steps: int) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; matrices (incl. embeddings) decay, biases and LayerNorm weights (1-D) do not. The
-    history expert (``expert.*``) has its own schedule (:mod:`kgglm.train.expert`): left out."""
-    params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("expert.")]
+    """AdamW; matrices (incl. embeddings) decay, biases and LayerNorm weights (1-D) do not. Frozen
+    parameters (the history expert outside its own fit, :mod:`kgglm.train.expert`) are left out."""
+    params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     extra = {"fused": True} if device.type == "cuda" else {"foreach": True}
