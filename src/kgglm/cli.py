@@ -287,13 +287,14 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _cmd_paths(args: argparse.Namespace) -> int:
     import time
 
-    from kgglm.paths.corpus import PathSampleConfig, stage_paths, write_paths_tsv
+    from kgglm.paths.corpus import stage_paths, write_paths_tsv
+    from kgglm.settings import resolve
     from kgglm.tasks.recommendation import load_dataset_for
 
-    config = _config_from_args(args)
-    data = load_dataset_for(config)
+    settings = resolve(_config_from_args(args))
+    data = load_dataset_for(settings)
     t0 = time.perf_counter()
-    batch = stage_paths(data, PathSampleConfig.from_config(config), args.stage)  # the corpus training uses
+    batch = stage_paths(data, settings.sampling, args.stage)  # the corpus training uses
     seconds = time.perf_counter() - t0
     n = write_paths_tsv(args.out, batch, data, limit=args.limit)
     print(f"{len(batch):,} {args.stage} paths sampled in {seconds:.2f}s; wrote {n:,} to {args.out}")

@@ -1,12 +1,14 @@
 """Collaborative-filtering and knowledge-graph baselines with one interface (:class:`Recommender`).
 
-``get_baseline('BPR')()`` builds a model; ``model.fit(dataset, config, evaluate_fn=...)`` trains it
+``get_baseline('BPR')()`` builds a model; ``model.fit(dataset, settings, evaluate_fn=...)`` (a
+:class:`BaselineSettings`, resolved by :func:`kgglm.settings.resolve`) trains it
 on the training split and ``model.score_items(users)`` scores every item for a batch of users.
 """
 
 from __future__ import annotations
 
 from kgglm.baselines.base import (
+    BaselineSettings,
     EarlyStopping,
     Recommender,
     TorchRecommender,
@@ -32,5 +34,5 @@ def get_baseline(name: str) -> type[Recommender]:
         raise KeyError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}") from None
 
 
-__all__ = ["BASELINES", "BPR", "EASE", "EarlyStopping", "ItemKNN", "KGItemKNN", "LightGCN", "Pop", "Recommender",
-           "TorchRecommender", "get_baseline", "make_evaluate_fn"]
+__all__ = ["BASELINES", "BPR", "BaselineSettings", "EASE", "EarlyStopping", "ItemKNN", "KGItemKNN", "LightGCN", "Pop",
+           "Recommender", "TorchRecommender", "get_baseline", "make_evaluate_fn"]

@@ -1,6 +1,6 @@
 """The baseline interface, early stopping, BPR sampling and a stop-gap full-ranking evaluation.
 
-Every baseline is a :class:`Recommender`: ``fit(dataset, config)`` trains on ``dataset.splits['train']``
+Every baseline is a :class:`Recommender`: ``fit(dataset, settings)`` trains on ``dataset.splits['train']``
 only, and ``score_items(users)`` returns a dense ``[len(users), n_items]`` float score matrix
 (higher is better). Masking seen items is the evaluator's job, never the model's.
 
@@ -15,14 +15,14 @@ import copy
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from kgglm.distributed import resolve_device
+from kgglm.evaluate.evaluator import EvalConfig
 from kgglm.evaluate.stopping import early_stopping
 
 logger = logging.getLogger(__name__)
@@ -31,28 +31,53 @@ logger = logging.getLogger(__name__)
 EvaluateFn = Callable[["Recommender"], tuple[float, dict]]
 
 
+@dataclass(frozen=True)
+class BaselineSettings:
+    """What the baselines train with; field names are config keys, their values the resolved ones
+    (:func:`kgglm.settings.resolve`: the layers of ``configs/model/<NAME>.yaml`` applied), so no
+    baseline reads a config or restates a default. ``valid``: what a grid is chosen by on valid when
+    ``fit`` gets no ``evaluate_fn`` (``valid_metric`` alone)."""
+
+    seed: int
+    device: str
+    epochs: int
+    train_batch_size: int
+    eval_step: int
+    learning_rate: float
+    weight_decay: float
+    stopping_step: int
+    embedding_size: int
+    n_layers: int
+    reg_weight: float
+    reg_weight_grid: tuple
+    k_grid: tuple
+    shrink: float
+    valid: EvalConfig
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "train_batch_size", "eval_step", "embedding_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.stopping_step < 0 or self.n_layers < 0 or self.shrink < 0:
+            raise ValueError("stopping_step, n_layers and shrink must be >= 0")
+
+
 class Recommender(ABC):
     """A recommender that scores every item for a batch of users.
 
-    Subclasses set ``name`` and implement :meth:`fit` and :meth:`score_items`. Settings are read
-    with :meth:`option` from the mapping given to :meth:`fit`: the resolved configuration, whose
-    layers (``configs/model/<NAME>.yaml`` among them) the caller has already applied, e.g.
-    ``Config("BPR", dataset, config_dict=...)``. The baselines never read a YAML file themselves.
+    Subclasses set ``name`` and implement :meth:`fit` and :meth:`score_items`. Settings are the
+    :class:`BaselineSettings` given to :meth:`fit` (resolved above, from the run config with the
+    baseline's ``configs/model/<NAME>.yaml``). The baselines never read a config or a YAML file.
     """
 
     name: str = "Recommender"
 
     def __init__(self) -> None:
         self.dataset = None
-        self.config: Mapping[str, Any] = {}
-
-    def option(self, key: str, default: Any = None) -> Any:
-        """``config[key]``, or ``default`` when the key is missing or null."""
-        value = self.config.get(key) if isinstance(self.config, Mapping) else None
-        return default if value is None else value
+        self.settings: BaselineSettings | None = None
 
     @abstractmethod
-    def fit(self, dataset, config: Mapping[str, Any], *, evaluate_fn: EvaluateFn | None = None) -> dict:
+    def fit(self, dataset, settings: BaselineSettings, *, evaluate_fn: EvaluateFn | None = None) -> dict:
         """Train on ``dataset.splits['train']``; returns training statistics (epochs, seconds, ...)."""
 
     @abstractmethod
@@ -134,23 +159,21 @@ class TorchRecommender(nn.Module, Recommender):
     def invalidate_cache(self) -> None:
         """Drop cached inference tensors; called whenever parameters may have changed."""
 
-    def fit(self, dataset, config: Mapping[str, Any], *, evaluate_fn: EvaluateFn | None = None) -> dict:
-        self.dataset, self.config = dataset, config
-        seed = int(self.option("seed", 2024))
+    def fit(self, dataset, settings: BaselineSettings, *, evaluate_fn: EvaluateFn | None = None) -> dict:
+        self.dataset, self.settings = dataset, settings
+        seed = settings.seed
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        device = resolve_device(config.get("device"), config.get("use_gpu", True))
+        device = settings.device
         self.build(dataset)
         self.to(device)
-        epochs = int(self.option("epochs"))
-        batch_size = int(self.option("train_batch_size"))
-        eval_step = max(1, int(self.option("eval_step", 1)))
-        optimizer = torch.optim.Adam(self.parameters(), lr=float(self.option("learning_rate")),
-                                     weight_decay=float(self.option("weight_decay", 0.0)))
+        epochs, batch_size, eval_step = settings.epochs, settings.train_batch_size, max(1, settings.eval_step)
+        optimizer = torch.optim.Adam(self.parameters(), lr=float(settings.learning_rate),
+                                     weight_decay=float(settings.weight_decay))
         train = dataset.splits["train"]
         users, items = np.asarray(train.users, np.int64), np.asarray(train.items, np.int64)
         positive_keys = pair_keys(users, items, dataset.n_items)
-        stopper = EarlyStopping(int(self.option("stopping_step", 10)))
+        stopper = EarlyStopping(settings.stopping_step)
         best_state, best_epoch, best_metrics = None, 0, {}
         history: list[dict] = []
         t0 = time.perf_counter()

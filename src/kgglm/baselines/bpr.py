@@ -19,7 +19,7 @@ class BPR(TorchRecommender):
     name = "BPR"
 
     def build(self, dataset) -> None:
-        dim = int(self.option("embedding_size"))
+        dim = self.settings.embedding_size
         self.user_embedding = xavier_embedding(dataset.n_users, dim, normal=True)
         self.item_embedding = xavier_embedding(dataset.n_items, dim, normal=True)
 

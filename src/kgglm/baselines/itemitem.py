@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from kgglm.baselines.base import EvaluateFn, Recommender, make_evaluate_fn
+from kgglm.baselines.base import BaselineSettings, EvaluateFn, Recommender, make_evaluate_fn
 
 
 def train_matrix(dataset) -> sp.csr_matrix:
@@ -55,30 +55,20 @@ class ItemItemRecommender(Recommender):
         """The dense ``[n_items, n_items]`` weight matrix for one grid value."""
 
     def grid(self) -> Sequence:
-        """The candidate values: ``config[grid_key]``, else ``[config[value_name]]``."""
-        values = self.option(self.grid_key) or [self.option(self.value_name)]
+        """The candidate values: the settings' ``grid_key`` field, else ``[value_name]``."""
+        values = getattr(self.settings, self.grid_key) or [getattr(self.settings, self.value_name)]
         if any(v is None for v in values):
             raise ValueError(f"{self.name}: set {self.grid_key} (a list) or {self.value_name} in the config")
         return list(values)
 
-    def valid_settings(self):
-        """Evaluation settings for choosing on valid without an ``evaluate_fn``: the config's
-        ``valid_metric`` (default NDCG@10) alone, in batches of ``eval_batch_size`` (default 1024)."""
-        from kgglm.evaluate.evaluator import EvalConfig
-
-        metric = str(self.option("valid_metric") or "NDCG@10")
-        name, _, k = metric.partition("@")
-        return EvalConfig(topk=(int(k),), metrics=(name,), valid_metric=metric,
-                          eval_batch_size=int(self.option("eval_batch_size") or 1024))
-
-    def fit(self, dataset, config: Mapping[str, Any], *, evaluate_fn: EvaluateFn | None = None) -> dict:
+    def fit(self, dataset, settings: BaselineSettings, *, evaluate_fn: EvaluateFn | None = None) -> dict:
         t0 = time.perf_counter()
-        self.dataset, self.config = dataset, config
+        self.dataset, self.settings = dataset, settings
         self.x = train_matrix(dataset)
         self.prepare(self.x)
         values = self.grid()
         if len(values) > 1 and evaluate_fn is None:
-            evaluate_fn = make_evaluate_fn(dataset, self.valid_settings())
+            evaluate_fn = make_evaluate_fn(dataset, settings.valid)
         best_score, best_metrics, best_weights, history = -np.inf, {}, None, []
         for value in values:
             self.weights = self.weights_for(value).astype(np.float32)

@@ -42,11 +42,11 @@ class ItemKNN(ItemItemRecommender):
     value_name = "k"
 
     def prepare(self, x: sp.csr_matrix) -> None:
-        self.similarity = cosine_similarity(gram_matrix(x), float(self.option("shrink", 0.0)))
+        self.similarity = cosine_similarity(gram_matrix(x), float(self.settings.shrink))
         self.ranks = neighbour_ranks(self.similarity)
 
     def grid(self) -> list:
-        values = self.option(self.grid_key)
+        values = self.settings.k_grid
         if not values:
             raise ValueError("ItemKNN: set k_grid (a list of neighbourhood sizes) in the config")
         if any(int(v) <= 0 for v in values):

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import torch
 
-from kgglm.baselines.base import EvaluateFn, Recommender
+from kgglm.baselines.base import BaselineSettings, EvaluateFn, Recommender
 
 DENSE_MAX_ITEMS = 30_000
 
@@ -69,9 +67,9 @@ class KGItemKNN(Recommender):
         self.indptr = np.zeros(1, dtype=np.int64)
         self.history_items = np.zeros(0, dtype=np.int64)
 
-    def fit(self, dataset, config: Mapping[str, Any], *, evaluate_fn: EvaluateFn | None = None) -> dict:
+    def fit(self, dataset, settings: BaselineSettings, *, evaluate_fn: EvaluateFn | None = None) -> dict:
         t0 = time.perf_counter()
-        self.dataset, self.config = dataset, config
+        self.dataset, self.settings = dataset, settings
         items, features = item_features(dataset)
         similarity = kg_item_similarity(dataset.n_items, items, features)
         nnz = int(similarity._nnz())

@@ -42,10 +42,10 @@ class LightGCN(TorchRecommender):
     name = "LightGCN"
 
     def build(self, dataset) -> None:
-        dim = int(self.option("embedding_size"))
+        dim = self.settings.embedding_size
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
-        self.n_layers = int(self.option("n_layers", 3))
-        self.reg_weight = float(self.option("reg_weight", 1e-4))
+        self.n_layers = self.settings.n_layers
+        self.reg_weight = self.settings.reg_weight
         self.user_embedding = xavier_embedding(self.n_users, dim, normal=False)
         self.item_embedding = xavier_embedding(self.n_items, dim, normal=False)
         train = dataset.splits["train"]

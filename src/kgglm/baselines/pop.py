@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
-from kgglm.baselines.base import EvaluateFn, Recommender
+from kgglm.baselines.base import BaselineSettings, EvaluateFn, Recommender
 
 
 class Pop(Recommender):
@@ -20,9 +18,9 @@ class Pop(Recommender):
         super().__init__()
         self.counts = np.zeros(0)
 
-    def fit(self, dataset, config: Mapping[str, Any], *, evaluate_fn: EvaluateFn | None = None) -> dict:
+    def fit(self, dataset, settings: BaselineSettings, *, evaluate_fn: EvaluateFn | None = None) -> dict:
         t0 = time.perf_counter()
-        self.dataset, self.config = dataset, config
+        self.dataset, self.settings = dataset, settings
         self.counts = np.bincount(dataset.splits["train"].items, minlength=dataset.n_items).astype(np.float64)
         stats: dict = {"epochs": 0, "seconds": time.perf_counter() - t0}
         if evaluate_fn is not None:  # nothing to stop early, but report the validation score

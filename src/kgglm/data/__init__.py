@@ -15,16 +15,15 @@ _EXPORTS = {
     "DatasetError": "kgglm.data.atomic",
     "Interactions": "kgglm.data.dataset",
     "load_dataset": "kgglm.data.loader",
-    "load_dataset_from_config": "kgglm.data.loader",
+    "DataConfig": "kgglm.data.loader",
 }
-__all__ = ["CollaborativeGraph", "Dataset", "DatasetError", "Interactions", "load_dataset",
-           "load_dataset_from_config"]
+__all__ = ["CollaborativeGraph", "DataConfig", "Dataset", "DatasetError", "Interactions", "load_dataset"]
 
 if TYPE_CHECKING:
     from kgglm.data.atomic import DatasetError
     from kgglm.data.dataset import Dataset, Interactions
     from kgglm.data.graph import CollaborativeGraph
-    from kgglm.data.loader import load_dataset, load_dataset_from_config
+    from kgglm.data.loader import DataConfig, load_dataset
 
 
 def __getattr__(name: str):

@@ -21,9 +21,9 @@ Conventions (stable across runs, independent of the machine):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,83 +42,67 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FIELD_DEFAULTS = {
-    "USER_ID_FIELD": "user_id",
-    "ITEM_ID_FIELD": "item_id",
-    "TIME_FIELD": "timestamp",
-    "HEAD_ENTITY_ID_FIELD": "head_id",
-    "RELATION_ID_FIELD": "relation_id",
-    "TAIL_ENTITY_ID_FIELD": "tail_id",
-    "ENTITY_ID_FIELD": "entity_id",
-}
-_CONFIG_KEYS = ("data_path", "eval_args", "seed", "benchmark_filename", "ui_relation", "show_progress", "item_name")
+@dataclass(frozen=True)
+class DataConfig:
+    """How a dataset is read and split; field names are the config's Data keys (RecBole/hopwise names).
+
+    :func:`kgglm.settings.resolve` builds it from the run config (the defaults in
+    ``configs/overall.yaml``); the field defaults here serve code and tests that call
+    :func:`load_dataset` by hand (``load_dataset('ml-100k', data_path=...)``). ``eval_args`` (default
+    ``{'split': {'RS': [0.8, 0.1, 0.1]}, 'order': 'RO', 'group_by': 'user'}``), ``benchmark_filename``
+    (e.g. ``('train', 'valid', 'test')`` reads the pre-split ``NAME.train.inter``... instead of
+    splitting), the field names and ``ui_relation``. ``item_name`` picks readable item names:
+    ``'title'`` (the ``.item`` title) or ``'entity'`` (the linked KG entity token, e.g. DBpedia's
+    ``Toy_Story``; the title when unlinked). ``data_path`` is resolved as in
+    :func:`kgglm.data.download.resolve_dataset`; ``download``: fetch a known dataset missing there.
+    """
+
+    data_path: str | Path | None = None
+    eval_args: dict | None = None
+    seed: int = 2024
+    benchmark_filename: tuple[str, ...] | None = None
+    USER_ID_FIELD: str = "user_id"
+    ITEM_ID_FIELD: str = "item_id"
+    TIME_FIELD: str = "timestamp"
+    HEAD_ENTITY_ID_FIELD: str = "head_id"
+    RELATION_ID_FIELD: str = "relation_id"
+    TAIL_ENTITY_ID_FIELD: str = "tail_id"
+    ENTITY_ID_FIELD: str = "entity_id"
+    ui_relation: str = "[UI-Relation]"
+    show_progress: bool = False
+    download: bool = True
+    item_name: str = "title"
+
+    def __post_init__(self) -> None:
+        if self.item_name not in ("title", "entity"):
+            raise ValueError(f"item_name must be 'title' or 'entity', got {self.item_name!r}")
+
+    @property
+    def kg_fields(self) -> tuple[str, str, str]:
+        return self.HEAD_ENTITY_ID_FIELD, self.RELATION_ID_FIELD, self.TAIL_ENTITY_ID_FIELD
 
 
-def load_dataset(
-    dataset: str,
-    *,
-    data_path: str | Path | None = None,
-    eval_args: dict | None = None,
-    seed: int = 2024,
-    benchmark_filename: list[str] | None = None,
-    USER_ID_FIELD: str = "user_id",
-    ITEM_ID_FIELD: str = "item_id",
-    TIME_FIELD: str = "timestamp",
-    HEAD_ENTITY_ID_FIELD: str = "head_id",
-    RELATION_ID_FIELD: str = "relation_id",
-    TAIL_ENTITY_ID_FIELD: str = "tail_id",
-    ENTITY_ID_FIELD: str = "entity_id",
-    ui_relation: str = "[UI-Relation]",
-    show_progress: bool = False,
-    download: bool = True,
-    item_name: str = "title",
-    cache: bool | None = None,
-) -> Dataset:
+def load_dataset(dataset: str, options: DataConfig | None = None, *, cache: bool | None = None,
+                 **fields: Any) -> Dataset:
     """Read ``DATA_PATH/NAME/NAME.{inter,kg,link,item}``, split the interactions and build the graph.
 
-    Args mirror RecBole/hopwise config keys: ``eval_args`` (default ``{'split': {'RS': [0.8, 0.1,
-    0.1]}, 'order': 'RO', 'group_by': 'user'}``), ``benchmark_filename`` (e.g. ``['train', 'valid',
-    'test']`` reads the pre-split ``NAME.train.inter``... instead of splitting), the field names, and
-    ``ui_relation``. ``item_name`` picks readable item names: ``'title'`` (the ``.item`` title) or
-    ``'entity'`` (the linked KG entity token, e.g. DBpedia's ``Toy_Story``; the title when unlinked).
-    ``data_path`` is resolved as in :func:`kgglm.data.download.resolve_dataset`.
+    ``options``: a :class:`DataConfig` (a run's is ``kgglm.settings.resolve(config).data``); or its
+    fields as keyword arguments (``fields`` also replace those of ``options``).
     Raises :class:`~kgglm.data.atomic.DatasetError` with file, line and field on bad input.
 
     ``cache``: reuse the parsed arrays of an earlier call with the same files and options
     (:mod:`kgglm.data.cache`; the result is the same); None (default) caches unless
     ``$KGGLM_DATASET_CACHE`` is ``off``, False always parses.
     """
-    options = {k: v for k, v in locals().items() if k not in ("dataset", "cache")}
+    options = DataConfig(**fields) if options is None else dataclasses.replace(options, **fields)
+    values = dataclasses.asdict(options)
+    if values["benchmark_filename"] is not None:
+        values["benchmark_filename"] = list(values["benchmark_filename"])
     if cache is False:
-        return _parse(dataset, **options)
+        return _parse(dataset, **values)
     from kgglm.data.cache import load_or_parse
 
-    return load_or_parse(dataset, options, _parse)
-
-
-@dataclass(frozen=True)
-class _Options:
-    """:func:`load_dataset`'s arguments but the dataset and the cache switch (what the cache keys on)."""
-
-    data_path: str | Path | None
-    eval_args: dict | None
-    seed: int
-    benchmark_filename: list[str] | None
-    USER_ID_FIELD: str
-    ITEM_ID_FIELD: str
-    TIME_FIELD: str
-    HEAD_ENTITY_ID_FIELD: str
-    RELATION_ID_FIELD: str
-    TAIL_ENTITY_ID_FIELD: str
-    ENTITY_ID_FIELD: str
-    ui_relation: str
-    show_progress: bool
-    download: bool
-    item_name: str
-
-    @property
-    def kg_fields(self) -> tuple[str, str, str]:
-        return self.HEAD_ENTITY_ID_FIELD, self.RELATION_ID_FIELD, self.TAIL_ENTITY_ID_FIELD
+    return load_or_parse(dataset, values, _parse)
 
 
 @dataclass(frozen=True)
@@ -141,15 +125,13 @@ def _parse(dataset: str, **options) -> Dataset:
     from kgglm.data.splits import normalize_eval_args
 
     t0 = time.perf_counter()
-    opt = _Options(**options)
+    opt = DataConfig(**options)
     folder = resolve_dataset(dataset, opt.data_path, show_progress=opt.show_progress, download=opt.download)
     eval_args = normalize_eval_args(opt.eval_args)
     users, items, times, user_tokens, item_tokens, splits = _read_interactions(folder, dataset, opt, eval_args)
     n_users, n_items = len(user_tokens), len(item_tokens)
     item_entity, kg = _read_kg(folder, dataset, opt, item_tokens, n_users)
     item_tokens = np.asarray(item_tokens, dtype=object)
-    if opt.item_name not in ("title", "entity"):
-        raise ValueError(f"item_name must be 'title' or 'entity', got {opt.item_name!r}")
     item_names = _item_names(folder / f"{dataset}.item", opt.ITEM_ID_FIELD, item_tokens)
     if opt.item_name == "entity":
         item_names = np.where(item_entity != "", item_entity, item_names).astype(object)
@@ -183,7 +165,7 @@ def _parse(dataset: str, **options) -> Dataset:
     return ds
 
 
-def _read_interactions(folder: Path, dataset: str, opt: _Options, eval_args: dict):
+def _read_interactions(folder: Path, dataset: str, opt: DataConfig, eval_args: dict):
     """``(users, items, times, user tokens, item tokens, splits)``: the interaction file (or the pre-split
     files in train, valid, test order), de-duplicated, numbered and split."""
     import pandas as pd
@@ -226,7 +208,7 @@ def _read_interactions(folder: Path, dataset: str, opt: _Options, eval_args: dic
     return users, items, times, user_tokens, item_tokens, splits
 
 
-def _read_kg(folder: Path, dataset: str, opt: _Options, item_tokens, n_users: int) -> tuple[np.ndarray, _KG]:
+def _read_kg(folder: Path, dataset: str, opt: DataConfig, item_tokens, n_users: int) -> tuple[np.ndarray, _KG]:
     """The items' linked entity tokens ('' when unlinked) and the KG (``.kg`` and ``.link``) as node ids."""
     import pandas as pd
 
@@ -267,12 +249,6 @@ def _read_kg(folder: Path, dataset: str, opt: _Options, item_tokens, n_users: in
                             relation_tokens=np.concatenate([[opt.ui_relation], rel_tokens]).astype(object),
                             kg_entities=int(len(kg_tokens)), linked_items=linked_total,
                             linked_items_in_kg=n_linked_in_kg)
-
-
-def load_dataset_from_config(config: Mapping[str, Any], *, cache: bool | None = None) -> Dataset:
-    """``load_dataset`` with arguments taken from a config mapping (RecBole key names; others ignored)."""
-    kwargs = {k: config[k] for k in (*_CONFIG_KEYS, *FIELD_DEFAULTS) if config.get(k) is not None}
-    return load_dataset(config["dataset"], cache=cache, **kwargs)
 
 
 # --------------------------------------------------------------------------------------- internals

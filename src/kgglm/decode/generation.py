@@ -1,15 +1,14 @@
 """Decoding settings as one frozen, validated object (transformers' ``GenerationConfig`` style).
 
-``PathGenerationConfig.from_config(config)`` is built once from the resolved run config (its
-``path_generation_args`` and ``path_hop_length``) and passed down to :func:`recommend` and the
+A :class:`PathGenerationConfig` is resolved once from the run config (its ``path_generation_args``
+and ``path_hop_length``; :func:`kgglm.settings.resolve`) and passed down to :func:`recommend` and the
 beam search, so no caller unpacks decoding keys by hand and no default is written twice: the
 defaults live in ``configs/overall.yaml`` only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 RANKINGS = ("logprob", "cumulative", "marginal")
@@ -73,17 +72,6 @@ class PathGenerationConfig:
             raise bad("history_weight", ">= 0")
         if self.max_num_beams is not None and self.max_num_beams < self.num_beams:
             raise bad("max_num_beams", f">= num_beams ({self.num_beams})")
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> "PathGenerationConfig":
-        """From a resolved :class:`~kgglm.config.Config` (or any mapping with its keys)."""
-        args = dict(config["path_generation_args"])
-        args["path_hop_length"] = config["path_hop_length"]
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in args.items() if k in known}
-        values.update(overrides)
-        values["avoid_relations"] = tuple(str(r) for r in values.get("avoid_relations") or ())
-        return cls(**values)
 
     def replace(self, **changes: Any) -> "PathGenerationConfig":
         """A copy with ``changes`` applied (validated again)."""

@@ -11,9 +11,8 @@ numbers of every model are directly comparable. Lists with paths also get the pa
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -43,12 +42,6 @@ class EvalConfig:
         normalize_metric_names(self.metrics)
         if self.eval_batch_size < 1:
             raise ValueError(f"eval_batch_size must be positive, got {self.eval_batch_size}")
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "EvalConfig":
-        return cls(topk=tuple(sorted({int(k) for k in config["topk"]})), metrics=tuple(config["metrics"]),
-                   valid_metric=str(config["valid_metric"]), eval_batch_size=int(config["eval_batch_size"]),
-                   paper_ndcg=bool(config["paper_ndcg"]))
 
     @property
     def max_k(self) -> int:

@@ -13,9 +13,7 @@ keeps/duplicates rows with :meth:`KVCache.reorder`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
 
 import torch
 import torch.nn as nn
@@ -29,8 +27,8 @@ EOS_ID = 2  # the [EOS] token of kgglm.paths.vocab (the model does not import th
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Model hyper-parameters; the config-key fields have their defaults in ``configs/overall.yaml``
-    only (build it with :meth:`from_config`); the rest are fixed architecture constants."""
+    """Model hyper-parameters; the config-key fields are resolved by :func:`kgglm.settings.resolve`
+    (their defaults in ``configs/overall.yaml`` only); the rest are fixed architecture constants."""
 
     vocab_size: int
     n_positions: int  # context length: path tokens + [BOS] + [EOS]
@@ -69,30 +67,12 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], *, vocab_size: int, n_positions: int) -> "ModelConfig":
-        """The model of a resolved run config, for a vocabulary and context length."""
-        return cls(vocab_size=int(vocab_size), n_positions=int(n_positions),
-                   embedding_size=int(config["embedding_size"]), num_heads=int(config["num_heads"]),
-                   num_layers=int(config["num_layers"]), dropout=float(config["dropout"]),
-                   use_kg_token_types=bool(config["use_kg_token_types"]),
-                   user_history=bool(config.get("user_history", False)),
-                   history_dropout=float(config.get("history_dropout", 0.0)),
-                   history_loss_weight=float(config.get("history_loss_weight", 0.0)),
-                   **_expert_fields(config.get("history_expert_args") or {}))
-
-    @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
         return cls(**data)
-
-
-def _expert_fields(args: Mapping[str, Any]) -> dict:
-    """The model's share of ``history_expert_args`` (the rest is the expert's training schedule)."""
-    return {"history_expert_dim": int(args.get("dim", 0) or 0),
-            "history_expert_dropout": float(args.get("dropout", 0.5))}
 
 
 class KVCache:

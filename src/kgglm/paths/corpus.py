@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,8 @@ class PathSampleConfig:
     """How the training corpora are sampled; field names are the config's key names (the
     ``path_sample_args`` sub-keys, ``path_hop_length``, ``MAX_PATHS_PER_USER``, ``seed``).
 
-    Built once with :meth:`from_config`; :meth:`sampler_args` gives one stage's sampler arguments.
+    Resolved once by :func:`kgglm.settings.resolve`; :meth:`sampler_args` gives one stage's sampler
+    arguments.
     """
 
     seed: int
@@ -52,22 +52,6 @@ class PathSampleConfig:
             raise ValueError(f"path_sample_args.pretrain_max_paths must be null or >= 1, got {self.pretrain_max_paths}")
         if self.MAX_PATHS_PER_USER < 1:
             raise ValueError(f"MAX_PATHS_PER_USER must be >= 1, got {self.MAX_PATHS_PER_USER}")
-
-    @classmethod
-    def from_config(cls, config: Mapping) -> "PathSampleConfig":
-        psa = dict(config["path_sample_args"])
-        hop = psa["pretrain_hop_length"]
-        if isinstance(hop, str):  # "(3,3)" or "3,5" as written in YAML or on a command line
-            hop = [int(x) for x in hop.strip("()[] ").split(",")]
-        hop = [int(hop)] * 2 if np.isscalar(hop) else [int(x) for x in hop]
-        cap = psa["pretrain_max_paths"]
-        return cls(seed=int(config["seed"]), path_hop_length=int(config["path_hop_length"]),
-                   MAX_PATHS_PER_USER=int(config["MAX_PATHS_PER_USER"]), pretrain_paths=int(psa["pretrain_paths"]),
-                   pretrain_hop_length=(hop[0], hop[-1]), pretrain_max_paths=None if cap is None else int(cap),
-                   pretrain_include_users=bool(psa["pretrain_include_users"]),
-                   collaborative_path=bool(psa["collaborative_path"]),
-                   ui_share=None if psa["ui_share"] is None else float(psa["ui_share"]),
-                   last_hop=str(psa["last_hop"]))
 
     def sampler_args(self, stage: str) -> dict:
         """Keyword arguments of the stage's sampler (:func:`sample_pretrain_paths` or

@@ -6,7 +6,8 @@ for a batch of user indices (one batched, constrained beam search), a user's tra
 KG facts around an item, and a user search. Every call into ``kgglm.tasks`` / ``kgglm.decode`` is
 here, so a change of those internals is adapted in this file alone; ``app.py`` only sees dicts.
 
-Decoding uses the checkpoint's own settings (``PathGenerationConfig.from_config``) and the
+Decoding uses the checkpoint's own settings (its saved config resolved by
+:func:`kgglm.settings.resolve`: ``settings.generation``) and the
 ``test`` split's exclusions (train and valid items are never recommended), exactly as
 :func:`kgglm.tasks.recommendation.recommend_from_checkpoint` does, so both give the same items, scores and paths.
 
@@ -59,20 +60,18 @@ class Engine:
     def __init__(self, checkpoint: str | os.PathLike, *, data_path: str | None = None,
                  cmd_args: Iterable[str] | None = None, threads: int | None = None) -> None:
         from kgglm.decode.explain import NODE_KINDS, UI_LABEL
-        from kgglm.decode.generation import PathGenerationConfig
         from kgglm.decode.recommend import make_constraint, model_device
-        from kgglm.evaluate.evaluator import EvalConfig
         from kgglm.tasks.recommendation import load_for_inference, resolve_model_checkpoint
 
         t0 = time.perf_counter()
         self.threads = default_threads() if threads is None else max(1, int(threads))
         self.checkpoint = str(resolve_model_checkpoint(checkpoint))
-        self.model, self.vocab, self.data, self.config = load_for_inference(checkpoint, data_path=data_path,
-                                                                            cmd_args=list(cmd_args or []))
+        self.model, self.vocab, self.data, self.settings = load_for_inference(checkpoint, data_path=data_path,
+                                                                              cmd_args=list(cmd_args or []))
         self.model.eval()
-        self.generation = PathGenerationConfig.from_config(self.config)
+        self.generation = self.settings.generation
         self.hop_length = int(self.generation.path_hop_length)
-        self.batch_size = EvalConfig.from_config(self.config).eval_batch_size
+        self.batch_size = self.settings.eval.eval_batch_size
         self.constraint = make_constraint(self.data, self.vocab, split="test", hop_length=self.hop_length,
                                           device=model_device(self.model))
         data = self.data
@@ -88,7 +87,7 @@ class Engine:
         self._ui_label, self._kinds = UI_LABEL, NODE_KINDS  # as explanations read them
         self._lock = threading.Lock()
         self.timing = {"search_seconds": 0.0, "explain_seconds": 0.0, "users": 0}  # for /health and benchmarks
-        self.info = EngineInfo(model=str(self.config["model"]), dataset=data.name, checkpoint=self.checkpoint,
+        self.info = EngineInfo(model=self.settings.run.model, dataset=data.name, checkpoint=self.checkpoint,
                                n_users=data.n_users, n_items=data.n_items, n_entities=data.n_entities,
                                n_relations=data.n_relations, hop_length=self.hop_length,
                                num_beams=int(self.generation.num_beams),
@@ -170,7 +169,7 @@ class Engine:
         t0 = time.perf_counter()
         recs = self.decode(users, k, explanation)
         t1 = time.perf_counter()
-        lists = explained_records(recs, self.data, self.vocab, phrases=self.config["relation_phrases"])
+        lists = explained_records(recs, self.data, self.vocab, phrases=self.settings.output.relation_phrases)
         out = [{"user": x.user, "explanation": explanation, "recommendations": [r.to_dict() for r in x.recommendations]}
                for x in lists]
         self.timing["search_seconds"] += t1 - t0
@@ -184,7 +183,7 @@ class Engine:
         from kgglm.tasks.recommendation import recommend_from_checkpoint
 
         return recommend_from_checkpoint(self.checkpoint, list(users), k=int(k),
-                                         data_path=self.config["data_path"])
+                                         data_path=self.settings.data.data_path)
 
     def offline_users_per_second(self, users: Sequence[int], k: int) -> float:
         """Users/s of one offline ``recommend`` over ``users`` with the config's batch size."""

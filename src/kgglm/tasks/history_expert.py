@@ -11,8 +11,7 @@ fixed. Test is decoded once, with the chosen weight.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -43,7 +42,7 @@ class ExpertScorer:
             return self.model.history_log_probs(tokens).cpu().numpy()
 
 
-def fit_expert(model, data: Dataset, vocab: Vocabulary, config: Mapping[str, Any],
+def fit_expert(model, data: Dataset, vocab: Vocabulary, schedule: ExpertFitConfig,
                settings: EvalConfig) -> ExpertFitResult | None:
     """Train the model's history expert (none: ``None``), its epoch chosen on valid."""
     if getattr(model, "expert", None) is None:
@@ -51,7 +50,7 @@ def fit_expert(model, data: Dataset, vocab: Vocabulary, config: Mapping[str, Any
     scorer, valid = ExpertScorer(model, vocab), make_evaluate_fn(data, settings, "valid")
     users = torch.arange(data.n_users, dtype=torch.long) + vocab.node_offset
     was_training = model.training
-    result = fit_history_expert(model, users, ExpertFitConfig.from_config(config),
+    result = fit_history_expert(model, users, schedule,
                                 evaluate_fn=lambda m: valid(scorer)[0])
     model.train(was_training)
     model.expert.eval()  # its dropout is its own: off whenever the path model trains (train() sets it)
@@ -60,14 +59,14 @@ def fit_expert(model, data: Dataset, vocab: Vocabulary, config: Mapping[str, Any
     return result
 
 
-def choose_history_weight(model, data: Dataset, vocab: Vocabulary, config: Mapping[str, Any],
+def choose_history_weight(model, data: Dataset, vocab: Vocabulary, weight_grid: Sequence[float],
                           settings: EvalConfig, generation: PathGenerationConfig, current_score: float | None,
                           current_metrics: dict | None) -> tuple[PathGenerationConfig, float | None, dict | None]:
     """``(generation, valid score, valid metrics)`` with the ``history_weight`` of
     ``history_expert_args.weight_grid`` that scores best on valid. ``current_score``/``current_metrics``:
     valid of ``generation``'s own weight, already known (a tie keeps the earlier weight). An empty
     grid keeps ``generation``."""
-    grid = [float(w) for w in (config.get("history_expert_args") or {}).get("weight_grid") or []]
+    grid = [float(w) for w in weight_grid]
     best_w, best, metrics = generation.history_weight, current_score, current_metrics
     for w in grid:
         if w == generation.history_weight and current_score is not None:

@@ -41,15 +41,15 @@ import torch
 from kgglm.config import Config
 from kgglm.data.dataset import Dataset
 from kgglm.data.kg_split import KGSplit, load_kg_split
-from kgglm.evaluate.evaluator import EvalConfig
 from kgglm.evaluate.kg_ranking import TailScorer, evaluate_tail_ranking
 from kgglm.model.gpt import KGGLM
-from kgglm.paths.corpus import PathSampleConfig, stage_corpus
+from kgglm.paths.corpus import stage_corpus
 from kgglm.paths.vocab import Vocabulary
+from kgglm.settings import RunSettings, resolve
 from kgglm.tasks.models import ModelBuilder
 from kgglm.train import checkpoint as ckpt
 from kgglm.train.objectives import TailSetLoss
-from kgglm.train.trainer import TrainConfig, train
+from kgglm.train.trainer import train
 
 logger = logging.getLogger(__name__)
 
@@ -58,18 +58,19 @@ TRIPLE_PATH_LENGTH = 5  # [BOS] h r t [EOS]
 VALID_METRIC = "mrr"  # early stopping: filtered per-triple MRR on valid (realistic ranks)
 
 
-def resolved(config: Mapping, dataset: str = "kg") -> Config:
-    """``config`` as a resolved :class:`~kgglm.config.Config` (a plain dict becomes the top layer over the
-    package defaults), so every default comes from ``configs/overall.yaml``."""
-    return config if isinstance(config, Config) else Config("KGGLM", dataset, config_dict=dict(config))
+def resolved(config: RunSettings | Mapping, dataset: str = "kg") -> RunSettings:
+    """``config``'s :class:`~kgglm.settings.RunSettings` (a plain dict becomes the top layer of a KGGLM
+    config over the package defaults), so every default comes from ``configs/overall.yaml``."""
+    if isinstance(config, RunSettings):
+        return config
+    return resolve(config if isinstance(config, Config) else Config("KGGLM", dataset, config_dict=dict(config)))
 
 
-def split_from_config(config: Config, data: Dataset) -> KGSplit:
-    """:func:`~kgglm.data.kg_split.load_kg_split` with ``kg_eval_args``, ``seed`` and the KG field names
-    of the resolved config (the data layer gets the values, not the config)."""
-    fields = tuple(config[k] for k in ("HEAD_ENTITY_ID_FIELD", "RELATION_ID_FIELD", "TAIL_ENTITY_ID_FIELD"))
-    return load_kg_split(data, kg_eval_args=config["kg_eval_args"], seed=int(config["seed"]),
-                         fields=fields)  # type: ignore[arg-type]
+def split_from_config(settings: RunSettings, data: Dataset) -> KGSplit:
+    """:func:`~kgglm.data.kg_split.load_kg_split` with the ``kg_eval_args``, ``seed`` and KG field names
+    of the run's settings (the data layer gets the values, not the config)."""
+    return load_kg_split(data, kg_eval_args=dict(settings.kg.kg_eval_args), seed=settings.run.seed,
+                         fields=settings.kg.fields)
 
 
 # ------------------------------------------------------------------------------------------ corpus
@@ -81,9 +82,9 @@ def triple_corpus(triples: np.ndarray, vocab: Vocabulary, both_directions: bool 
     return vocab.encode_paths(t[:, [0, 2]], t[:, 1:2])
 
 
-def pretrain_corpus(dataset: Dataset, vocab: Vocabulary, config: Config) -> np.ndarray:
+def pretrain_corpus(dataset: Dataset, vocab: Vocabulary, settings: RunSettings) -> np.ndarray:
     """Random KG walks over ``dataset.graph`` (the train-only graph), capped to ``pretrain_max_paths``."""
-    return stage_corpus(dataset, vocab, PathSampleConfig.from_config(config), "pretrain")
+    return stage_corpus(dataset, vocab, settings.sampling, "pretrain")
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -157,30 +158,30 @@ def evaluate_model(model: KGGLM, vocab: Vocabulary, split: KGSplit, part: str, *
 
 
 # ------------------------------------------------------------------------------------------ training
-def _train(model: KGGLM, tokens: np.ndarray, config: Config, vocab: Vocabulary, checkpoint_dir: Path, *,
+def _train(model: KGGLM, tokens: np.ndarray, settings: RunSettings, vocab: Vocabulary, checkpoint_dir: Path, *,
            epochs: int, evaluate_fn=None, meta: dict | None = None, max_steps: int | None = None,
            objective: TailSetLoss | None = None):
     """The one place that calls the trainer. Triple paths ``[BOS] h r t [EOS]`` follow the
     pre-training path grammar (node, relation, node, [EOS]), so both stages train with
     ``stage='pretrain'`` output slices (unless ``objective`` replaces the path loss); the task
     stage is recorded in the checkpoint meta."""
-    tc = dataclasses.replace(TrainConfig.from_config(config, "pretrain"), epochs=int(epochs), max_steps=max_steps,
+    tc = dataclasses.replace(settings.train["finetune"], stage="pretrain", epochs=int(epochs), max_steps=max_steps,
                              resume=False)
     return train(model, tokens, tc, checkpoint_dir=checkpoint_dir, vocab=vocab,
                  extra_meta={"task": TASK, **(meta or {})}, evaluate_fn=evaluate_fn, objective=objective)
 
 
-def pretrain(split: KGSplit, config: Mapping, checkpoint_dir: str | Path) -> KGPretrainResult:
+def pretrain(split: KGSplit, config: RunSettings | Mapping, checkpoint_dir: str | Path) -> KGPretrainResult:
     """A fresh model trained on random walks over the train-only graph."""
     data = split.dataset
-    config = resolved(config, data.name)
-    builder = ModelBuilder.for_dataset(data, config)
+    settings = resolved(config, data.name)
+    builder = ModelBuilder.for_dataset(data, settings.model)
     t0, c0 = time.perf_counter(), time.process_time()
-    tokens = pretrain_corpus(data, builder.vocab, config)
-    torch.manual_seed(int(config["seed"]))
+    tokens = pretrain_corpus(data, builder.vocab, settings)
+    torch.manual_seed(settings.run.seed)
     model = builder.fresh(max(tokens.shape[1], TRIPLE_PATH_LENGTH))
     logger.info("kg pretrain: %d walks, model %.2fM parameters", tokens.shape[0], model.num_parameters() / 1e6)
-    tr = _train(model, tokens, config, builder.vocab, Path(checkpoint_dir), epochs=int(config["pretrain_epochs"]),
+    tr = _train(model, tokens, settings, builder.vocab, Path(checkpoint_dir), epochs=settings.run.pretrain_epochs,
                 meta={"kg_stage": "pretrain", "kg_split": split.stats})
     stats = {"pretrain_paths": int(tokens.shape[0]), "pretrain_steps": tr.step, "pretrain_loss": tr.last_loss,
              "pretrain_seconds": round(time.perf_counter() - t0, 2),
@@ -189,40 +190,41 @@ def pretrain(split: KGSplit, config: Mapping, checkpoint_dir: str | Path) -> KGP
     return KGPretrainResult(model, builder.vocab, stats)
 
 
-def load_pretrained(split: KGSplit, config: Mapping, path: str | Path) -> KGPretrainResult:
+def load_pretrained(split: KGSplit, config: RunSettings | Mapping, path: str | Path) -> KGPretrainResult:
     """The model at ``path``, which must have been pre-trained by this task on this very split: a
     model pre-trained on the full graph has seen the test triples (the vocabulary check alone cannot
     tell, node ids are the same)."""
-    config = resolved(config, split.dataset.name)
-    builder = ModelBuilder.for_dataset(split.dataset, config)
-    model, meta = builder.pretrained(path, TRIPLE_PATH_LENGTH, device=config.device)
+    settings = resolved(config, split.dataset.name)
+    builder = ModelBuilder.for_dataset(split.dataset, settings.model)
+    model, meta = builder.pretrained(path, TRIPLE_PATH_LENGTH, device=settings.run.device)
     if meta.get("task") != TASK or meta.get("kg_split") != split.stats:
         raise ckpt.CheckpointError(f"pre_model_path {path}: not pre-trained by task {TASK!r} on this KG split "
                                    f"({meta.get('kg_split')} vs {split.stats}); its walks may include test triples")
     return KGPretrainResult(model, builder.vocab, {"checkpoint": str(meta.get("path", path)), "loaded": True})
 
 
-def finetune(model: KGGLM, vocab: Vocabulary, split: KGSplit, config: Mapping, checkpoint_dir: str | Path,
+def finetune(model: KGGLM, vocab: Vocabulary, split: KGSplit, config: RunSettings | Mapping, checkpoint_dir: str | Path,
              *, max_steps: int | None = None) -> KGFinetuneResult:
     """Fine-tune on train triple paths (with the ``kg_finetune_loss`` loss) with early stopping on
     valid MRR; reloads the best weights."""
-    config = resolved(config, split.dataset.name)
+    settings = resolved(config, split.dataset.name)
+    loss = settings.kg.finetune_loss
     t0, c0 = time.perf_counter(), time.process_time()
     paths = triple_corpus(split.train, vocab)
-    objective = TailSetLoss(paths, vocab) if config["kg_finetune_loss"] == "one_to_n" else None
+    objective = TailSetLoss(paths, vocab) if loss == "one_to_n" else None
     tokens = objective.prompts if objective is not None else paths
-    bs = EvalConfig.from_config(config).eval_batch_size
+    bs = settings.eval.eval_batch_size
 
     def evaluate_fn(m: KGGLM) -> tuple[float, dict]:
         metrics = evaluate_model(m, vocab, split, "valid", batch_size=bs)
         return metrics[VALID_METRIC], metrics
 
-    tr = _train(model, tokens, config, vocab, Path(checkpoint_dir), epochs=int(config["epochs"]),
-                evaluate_fn=evaluate_fn, meta={"kg_stage": "finetune", "kg_finetune_loss": config["kg_finetune_loss"]},
+    tr = _train(model, tokens, settings, vocab, Path(checkpoint_dir), epochs=settings.train["finetune"].epochs,
+                evaluate_fn=evaluate_fn, meta={"kg_stage": "finetune", "kg_finetune_loss": loss},
                 max_steps=max_steps, objective=objective)
     if tr.best_checkpoint is not None:
         ckpt.load_weights(model, tr.best_checkpoint)
-    stats = {"finetune_objective": config["kg_finetune_loss"], "finetune_rows": int(tokens.shape[0]),
+    stats = {"finetune_objective": loss, "finetune_rows": int(tokens.shape[0]),
              "finetune_paths": int(paths.shape[0]),
              "finetune_steps": tr.step, "finetune_loss": tr.last_loss,
              "stopped_early": tr.stopped_early, "finetune_seconds": round(time.perf_counter() - t0, 2),
@@ -234,22 +236,22 @@ def finetune(model: KGGLM, vocab: Vocabulary, split: KGSplit, config: Mapping, c
 
 
 # ------------------------------------------------------------------------------------------ the recipe
-def run_kg_completion(config: Mapping, data: Dataset, *, run_dir: str | Path, split: KGSplit | None = None,
-                      pre_model_path: str | Path | None = None, finetune_max_steps: int | None = None
-                      ) -> KGCompletionResult:
+def run_kg_completion(config: RunSettings | Mapping, data: Dataset, *, run_dir: str | Path,
+                      split: KGSplit | None = None, pre_model_path: str | Path | None = None,
+                      finetune_max_steps: int | None = None) -> KGCompletionResult:
     """Split, pre-train (or load ``pre_model_path``), zero-shot test, fine-tune, test."""
     run_dir = Path(run_dir)
-    config = resolved(config, data.name)
-    split = split or split_from_config(config, data)
-    bs = EvalConfig.from_config(config).eval_batch_size
-    pre = pre_model_path or str(config["pre_model_path"]).strip()
-    pretrained = load_pretrained(split, config, pre) if pre else pretrain(split, config, run_dir / "pretrain")
+    settings = resolved(config, data.name)
+    split = split or split_from_config(settings, data)
+    bs = settings.eval.eval_batch_size
+    pre = pre_model_path or settings.run.pre_model_path.strip()
+    pretrained = load_pretrained(split, settings, pre) if pre else pretrain(split, settings, run_dir / "pretrain")
     model, vocab = pretrained.model, pretrained.vocab
     t0 = time.perf_counter()
     zero = {part: evaluate_model(model, vocab, split, part, batch_size=bs) for part in ("valid", "test")}
     eval_seconds = time.perf_counter() - t0
     logger.info("kg zero-shot test: %s", {k: round(v, 4) for k, v in zero["test"].items()})
-    tuned = finetune(model, vocab, split, config, run_dir / "finetune", max_steps=finetune_max_steps)
+    tuned = finetune(model, vocab, split, settings, run_dir / "finetune", max_steps=finetune_max_steps)
     t0 = time.perf_counter()
     test = evaluate_model(tuned.model, vocab, split, "test", batch_size=bs)
     eval_seconds += time.perf_counter() - t0

@@ -4,21 +4,19 @@ Every stage that needs a model (recommendation pre-training and fine-tuning, kno
 pre-training and fine-tuning, the training benchmark) builds it here, in two steps because the
 context length comes from the training corpus, which needs the vocabulary first::
 
-    builder = ModelBuilder.for_dataset(data, model_settings)  # the vocabulary, the architecture
+    builder = ModelBuilder.for_dataset(data, settings.model)  # the vocabulary, the architecture
     tokens = stage_corpus(data, builder.vocab, sampling, "finetune")
     model = builder.fresh(n_positions=tokens.shape[1])       # or builder.pretrained(path, ...)
 
-``model_settings`` is the resolved model section (:meth:`ModelBuilder.settings_from_config`), so
-no layer below builds a :class:`~kgglm.model.gpt.ModelConfig` from the flat config.
+``settings.model`` is the resolved model section (:func:`kgglm.settings.resolve`), a
+:class:`~kgglm.model.gpt.ModelConfig` whose ``vocab_size`` the builder sets for the dataset.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -36,17 +34,12 @@ class ModelBuilder:
     vocab: Vocabulary
     settings: ModelConfig
 
-    @staticmethod
-    def settings_from_config(config: Mapping[str, Any], vocab: Vocabulary) -> ModelConfig:
-        """The model section of a resolved config for ``vocab`` (``n_positions`` is set per build)."""
-        return ModelConfig.from_config(config, vocab_size=vocab.size, n_positions=1)
-
     @classmethod
-    def for_dataset(cls, data: Dataset, config: Mapping[str, Any]) -> "ModelBuilder":
+    def for_dataset(cls, data: Dataset, model: ModelConfig) -> "ModelBuilder":
         """The builder for ``data``'s collaborative graph (users, items, entities, relations) with the
-        model keys of the resolved ``config``."""
+        architecture ``model`` (the resolved model section; its ``vocab_size`` becomes the graph's)."""
         vocab = Vocabulary.from_graph(data.graph, data.name)
-        return cls(vocab, cls.settings_from_config(config, vocab))
+        return cls(vocab, dataclasses.replace(model, vocab_size=vocab.size, n_positions=1))
 
     def model_config(self, n_positions: int, *, history: bool = False) -> ModelConfig:
         """The architecture for paths of ``n_positions`` tokens. ``history``: a history-conditioned

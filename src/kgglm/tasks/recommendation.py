@@ -1,15 +1,16 @@
-"""The recommendation task: its stages and their recipe, wired from a resolved :class:`~kgglm.config.Config`.
+"""The recommendation task: its stages and their recipe, wired from a :class:`~kgglm.settings.RunSettings`.
 
-Each stage takes the config and the dataset and *returns* a frozen result (PyKEEN's pipeline
-helpers are the model); :func:`run_recommendation` runs the stages a job asks for and returns a
-:class:`RecommendationResult`, which :mod:`kgglm.tasks.run` turns into the run's ``RunResult``.
+Each stage takes the run's settings (resolved once from the layered config) and the dataset and
+*returns* a frozen result (PyKEEN's pipeline helpers are the model); :func:`run_recommendation`
+runs the stages a job asks for and returns a :class:`RecommendationResult`, which
+:mod:`kgglm.tasks.run` turns into the run's ``RunResult``.
 
 * :func:`pretrain_stage`: sample KG walks, train a fresh model, checkpoint;
 * :func:`finetune_stage`: sample user paths, fine-tune from ``pre_model_path`` with validation
   early stopping, reload the best checkpoint, evaluate on test, export the recommendations;
 * :func:`baseline_stage`: fit a baseline (Pop, BPR, ...) with the same validation protocol and
   evaluate it on valid and test;
-* :func:`load_for_inference`: ``(model, vocab, data, config)`` from a checkpoint directory alone
+* :func:`load_for_inference`: ``(model, vocab, data, settings)`` from a checkpoint directory alone
   (its ``config.json`` carries the resolved run config and the dataset folder, so the dataset,
   graph and seen items are rebuilt exactly: same files, same seeded split).
 """
@@ -22,14 +23,13 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 import torch
 
 from kgglm import distributed
 from kgglm.config import Config
-from kgglm.data import Dataset, load_dataset_from_config
+from kgglm.data import Dataset, load_dataset
 from kgglm.data.audit import warn_if_suspect
 from kgglm.data.locate import find_dataset
 from kgglm.decode.explain import explained, path_strings
@@ -39,13 +39,14 @@ from kgglm.evaluate.evaluator import EvalConfig, Evaluation
 from kgglm.evaluate.ranked import Recommendations
 from kgglm.model.gpt import KGGLM
 from kgglm.model.init import no_weight_init
-from kgglm.paths.corpus import PathSampleConfig, stage_corpus
+from kgglm.paths.corpus import stage_corpus
 from kgglm.paths.vocab import VOCAB_FILE, Vocabulary
+from kgglm.settings import RunSettings, as_settings, resolve
 from kgglm.tasks.history_expert import choose_history_weight, fit_expert
 from kgglm.tasks.models import ModelBuilder
 from kgglm.tasks.ranking import evaluate_model
 from kgglm.train import checkpoint as ckpt
-from kgglm.train.trainer import TrainConfig, train
+from kgglm.train.trainer import train
 
 logger = logging.getLogger(__name__)
 
@@ -101,48 +102,50 @@ class RecommendationResult:
 RECOMMENDATION_STAGES = ("pretrain", "finetune", "pipeline", "baseline")
 
 
-def run_recommendation(config: Config, data: Dataset, run_dir: Path, stage: str) -> RecommendationResult:
+def run_recommendation(settings: RunSettings, data: Dataset, run_dir: Path, stage: str) -> RecommendationResult:
     """The recipe of ``stage``: ``pretrain`` (into ``CHECKPOINT_DIR/KGGLM-pretrain/``), ``finetune``
     (from ``pre_model_path``), ``baseline`` (fit and evaluate the config's baseline model), or
     ``pipeline``: pretrain (skipped when ``pre_model_path`` is set; none when ``pretrain_epochs`` is
     0, the ablation), finetune, test, then the ``baselines`` on the same split."""
+    run = settings.run
     if stage == "baseline":
-        return RecommendationResult(baseline=baseline_stage(config, data))
+        return RecommendationResult(baseline=baseline_stage(settings, data))
     if stage == "pretrain":
-        into = Path(config["checkpoint_dir"]) / PRETRAIN_DIR
-        return RecommendationResult(pretrain=pretrain_stage(config, data, into))
+        into = Path(run.checkpoint_dir) / PRETRAIN_DIR
+        return RecommendationResult(pretrain=pretrain_stage(settings, data, into))
     if stage == "finetune":
-        return RecommendationResult(finetune=finetune_stage(config, data, config["pre_model_path"], run_dir))
+        return RecommendationResult(finetune=finetune_stage(settings, data, run.pre_model_path, run_dir))
     if stage != "pipeline":
         raise ValueError(f"stage must be one of {RECOMMENDATION_STAGES}, got {stage!r}")
-    pre, pre_model_path = None, config["pre_model_path"]  # the config is never rewritten
-    if str(pre_model_path).strip():  # an existing pretrained model: fine-tune it
+    pre, pre_model_path = None, run.pre_model_path  # the settings are never rewritten
+    if pre_model_path.strip():  # an existing pretrained model: fine-tune it
         logger.info("pre_model_path is set: skipping pre-training, fine-tuning %s", pre_model_path)
-    elif int(config["pretrain_epochs"]) == 0:  # no pre-training at all (the ablation)
+    elif run.pretrain_epochs == 0:  # no pre-training at all (the ablation)
         pre_model_path = None
     else:
-        pre = pretrain_stage(config, data, run_dir / "pretrain")
+        pre = pretrain_stage(settings, data, run_dir / "pretrain")
         pre_model_path = pre.checkpoint
-    tuned = finetune_stage(config, data, pre_model_path, run_dir)
+    tuned = finetune_stage(settings, data, pre_model_path, run_dir)
     return RecommendationResult(pretrain=pre, finetune=tuned,
-                                baselines=tuple(baseline_stage(config, data, name) for name in config["baselines"]))
+                                baselines=tuple(baseline_stage(settings, data, name) for name in run.baselines))
 
 
-def load_dataset_for(config: Config, *, audit: bool = True) -> Dataset:
-    """The config's dataset; with ``audit``, a warning is logged when its KG fails the co-interaction
-    audit (:mod:`kgglm.data.audit`)."""
-    logger.info("loading dataset %s", config.dataset)
-    data = load_dataset_from_config(config)
+def load_dataset_for(settings: RunSettings | Config, *, audit: bool = True) -> Dataset:
+    """The run's dataset (its data section); with ``audit``, a warning is logged when its KG fails the
+    co-interaction audit (:mod:`kgglm.data.audit`)."""
+    settings = as_settings(settings)
+    logger.info("loading dataset %s", settings.run.dataset)
+    data = load_dataset(settings.run.dataset, settings.data)
     if audit:
         warn_if_suspect(data)
     return data
 
 
-def _meta(config: Config, data: Dataset, **resolved) -> dict:
+def _meta(settings: RunSettings, data: Dataset, **resolved) -> dict:
     """Checkpoint metadata: the run config (with the ``resolved`` values this stage actually used,
     e.g. its ``pre_model_path``) and the dataset folder."""
     path = data.stats.get("path")
-    return {CONFIG_META_KEY: {**config.to_dict(), **resolved},
+    return {CONFIG_META_KEY: {**settings.config.to_dict(), **resolved},
             "dataset_path": str(Path(path).resolve()) if path else None}
 
 
@@ -153,58 +156,57 @@ def _train_stats(tr, n_paths: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------- stages
-def pretrain_stage(config: Config, data: Dataset, ckpt_dir: Path) -> PretrainResult:
+def pretrain_stage(settings: RunSettings, data: Dataset, ckpt_dir: Path) -> PretrainResult:
     """Sample KG walks, train a fresh model on them, checkpoint into ``ckpt_dir``."""
-    builder = ModelBuilder.for_dataset(data, config)
-    sampling = PathSampleConfig.from_config(config)
+    builder = ModelBuilder.for_dataset(data, settings.model)
+    sampling = settings.sampling
     tokens = stage_corpus(data, builder.vocab, sampling, "pretrain")
     logger.info("pretrain corpus: %d paths of up to %d tokens", tokens.shape[0], tokens.shape[1])
     model = builder.fresh(sampling.context_length)
     logger.info("model: %.2fM parameters", model.num_parameters() / 1e6)
-    tr = train(model, tokens, TrainConfig.from_config(config, "pretrain"), checkpoint_dir=ckpt_dir,
-               vocab=builder.vocab, extra_meta=_meta(config, data))
+    tr = train(model, tokens, settings.train["pretrain"], checkpoint_dir=ckpt_dir,
+               vocab=builder.vocab, extra_meta=_meta(settings, data))
     logger.info("pretrained checkpoint: %s (final loss %.4f)", tr.last_checkpoint, tr.last_loss)
     return PretrainResult(checkpoint=str(tr.last_checkpoint), train_stats=_train_stats(tr, tokens.shape[0]))
 
 
-def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathLike | None,
+def finetune_stage(settings: RunSettings, data: Dataset, pre_model_path: str | os.PathLike | None,
                    run_dir: Path) -> FinetuneResult:
     """Fine-tune from ``pre_model_path`` on user paths with validation early stopping, then test.
 
     ``pre_model_path=None`` trains a freshly initialised model on the user paths alone (no
     pre-training: PEARLM's setting, the ablation of the paper's central claim)."""
-    builder = ModelBuilder.for_dataset(data, config)
+    builder, device = ModelBuilder.for_dataset(data, settings.model), settings.run.device
     vocab = builder.vocab
-    tokens = stage_corpus(data, vocab, PathSampleConfig.from_config(config), "finetune")
+    tokens = stage_corpus(data, vocab, settings.sampling, "finetune")
     logger.info("finetune corpus: %d user paths", tokens.shape[0])
     if pre_model_path is None:
-        model = builder.fresh(tokens.shape[1], history=True, device=config.device)
+        model = builder.fresh(tokens.shape[1], history=True, device=device)
         logger.info("no pre-training: fine-tuning a fresh model (%.2fM parameters)", model.num_parameters() / 1e6)
     else:
-        model, _ = builder.pretrained(pre_model_path, tokens.shape[1], history=True, device=config.device)
+        model, _ = builder.pretrained(pre_model_path, tokens.shape[1], history=True, device=device)
     attach_history(model, data, vocab)
-    generation = PathGenerationConfig.from_config(config)
-    settings = EvalConfig.from_config(config)
-    expert_fit = fit_expert(model, data, vocab, config, settings)
+    generation, measure = settings.generation, settings.eval
+    expert_fit = fit_expert(model, data, vocab, settings.expert.fit, measure)
 
     def evaluate_fn(m: KGGLM) -> tuple[float, dict]:
-        ev = evaluate_model(m, data, "valid", settings, vocab=vocab, generation=generation)
+        ev = evaluate_model(m, data, "valid", measure, vocab=vocab, generation=generation)
         return ev.score, ev.metrics
 
-    tr = train(model, tokens, TrainConfig.from_config(config, "finetune"), checkpoint_dir=run_dir / "checkpoint",
-               vocab=vocab, extra_meta=_meta(config, data, train_stage="finetune", pre_model_path=pre_model_path),
+    tr = train(model, tokens, settings.train["finetune"], checkpoint_dir=run_dir / "checkpoint",
+               vocab=vocab, extra_meta=_meta(settings, data, train_stage="finetune", pre_model_path=pre_model_path),
                evaluate_fn=evaluate_fn)
     best = tr.best_checkpoint or tr.last_checkpoint
     ckpt.load_weights(model, best)
     valid_score, valid_metrics = tr.best_score, tr.best_metrics
     if expert_fit is not None:  # the valid figures are then the chosen weight's
-        generation, valid_score, valid_metrics = choose_history_weight(model, data, vocab, config, settings,
-                                                                       generation, valid_score, valid_metrics)
+        generation, valid_score, valid_metrics = choose_history_weight(model, data, vocab, settings.expert.weight_grid,
+                                                                       measure, generation, valid_score, valid_metrics)
         if distributed.is_main():  # [distributed] rank 0 alone writes the checkpoint
             _record_generation(best, model, vocab, generation)
-    test = evaluate_model(model, data, "test", settings, vocab=vocab, generation=generation,
-                          show_progress=config["show_progress"])
-    files, examples = _export(model, data, vocab, config, test, settings, generation, run_dir) \
+    test = evaluate_model(model, data, "test", measure, vocab=vocab, generation=generation,
+                          show_progress=settings.run.show_progress)
+    files, examples = _export(model, data, vocab, settings, test, generation, run_dir) \
         if distributed.is_main() else ({}, [])  # [distributed] rank 0 alone exports (and explains)
     stats = _train_stats(tr, tokens.shape[0])
     if expert_fit is not None:
@@ -214,17 +216,18 @@ def finetune_stage(config: Config, data: Dataset, pre_model_path: str | os.PathL
                           recommendations=test.recommendations, files=files, examples=examples)
 
 
-def _export(model: KGGLM, data: Dataset, vocab: Vocabulary, config: Config, test: Evaluation,
-            settings: EvalConfig, generation: PathGenerationConfig, run_dir: Path) -> tuple[dict, list]:
+def _export(model: KGGLM, data: Dataset, vocab: Vocabulary, settings: RunSettings, test: Evaluation,
+            generation: PathGenerationConfig, run_dir: Path) -> tuple[dict, list]:
     """``(files, examples)``: the recommendations export (when ``export_recommendations``) and a few
     explained test users, with readable node names for the report's path drawings."""
-    export = export_recommendations(model, data, vocab, test, settings, generation, export_topk=config["export_topk"])
+    out = settings.output
+    export = export_recommendations(model, data, vocab, test, settings.eval, generation, export_topk=out.export_topk)
     files = {}
-    if config["export_recommendations"]:
-        path = write_recommendations(export, data, vocab, run_dir / RECOMMENDATIONS_FILE, config["relation_phrases"])
+    if out.export_recommendations:
+        path = write_recommendations(export, data, vocab, run_dir / RECOMMENDATIONS_FILE, out.relation_phrases)
         files["recommendations"] = str(path)
-    examples = explained(export, data, vocab, limit=config["show_examples"], k=min(5, settings.max_k),
-                         phrases=config["relation_phrases"])
+    examples = explained(export, data, vocab, limit=out.show_examples, k=min(5, settings.eval.max_k),
+                         phrases=out.relation_phrases)
     for r, example in enumerate(examples):
         for rank, row in enumerate(example["recommendations"]):
             row["path_names"] = path_strings(data, vocab, export.paths[r, rank])
@@ -266,33 +269,34 @@ def export_recommendations(model, data: Dataset, vocab: Vocabulary, test: Evalua
                      split="test", batch_size=settings.eval_batch_size)
 
 
-def baseline_stage(config: Config, data: Dataset, name: str | None = None) -> BaselineResult:
-    """Fit baseline ``name`` (default: the config's model) with validation early stopping, then
+def baseline_stage(settings: RunSettings, data: Dataset, name: str | None = None) -> BaselineResult:
+    """Fit baseline ``name`` (default: the run's model) with validation early stopping, then
     evaluate it on valid (its best state) and test, through the same evaluation as KGGLM."""
     from kgglm.baselines import get_baseline
 
-    name = name or config.model
+    name = name or settings.run.model
     model = get_baseline(name)()
-    settings = EvalConfig.from_config(config)
+    measure = settings.eval
 
     def evaluate_fn(m) -> tuple[float, dict]:
-        ev = evaluate_model(m, data, "valid", settings)
+        ev = evaluate_model(m, data, "valid", measure)
         return ev.score, ev.metrics
 
-    stats = model.fit(data, baseline_config(config, name), evaluate_fn=evaluate_fn)
-    return BaselineResult(name=name, valid_result=evaluate_model(model, data, "valid", settings).metrics,
-                          test_result=evaluate_model(model, data, "test", settings).metrics,
+    stats = model.fit(data, baseline_settings(settings, name), evaluate_fn=evaluate_fn)
+    return BaselineResult(name=name, valid_result=evaluate_model(model, data, "valid", measure).metrics,
+                          test_result=evaluate_model(model, data, "test", measure).metrics,
                           train_stats=dict(stats or {}))
 
 
-def baseline_config(config: Config, name: str) -> Mapping:
-    """The settings a baseline trains with, resolved here once and handed down as a read-only mapping
-    of values (never the layered config): the run's, or, when the run is another model's (``kgglm run
-    --baselines=BPR``), the same data/evaluation keys over that baseline's own model defaults."""
-    if name != config.model:
-        keep = {k: config[k] for k in ("seed", "device", "use_gpu", "show_progress", "data_path", "checkpoint_dir")}
-        config = Config(name, config.dataset, config_dict={**keep, **_data_keys(config)})
-    return MappingProxyType(config.to_dict())
+def baseline_settings(settings: RunSettings, name: str):
+    """The :class:`~kgglm.baselines.base.BaselineSettings` baseline ``name`` trains with: the run's,
+    or, when the run is another model's (``kgglm run --baselines=BPR``), the same data/evaluation
+    keys over that baseline's own model defaults (``configs/model/<NAME>.yaml``)."""
+    if name == settings.run.model:
+        return settings.baseline
+    config = settings.config
+    keep = {k: config[k] for k in ("seed", "device", "use_gpu", "show_progress", "data_path", "checkpoint_dir")}
+    return resolve(Config(name, config.dataset, config_dict={**keep, **_data_keys(config)})).baseline
 
 
 def _data_keys(config: Config) -> dict:
@@ -316,7 +320,8 @@ def resolve_model_checkpoint(path: str | os.PathLike) -> Path:
 
 
 def load_for_inference(path, *, data_path=None, cmd_args: Iterable[str] | Mapping | None = None):
-    """``(model, vocab, data, config)`` rebuilt from a checkpoint directory alone."""
+    """``(model, vocab, data, settings)`` rebuilt from a checkpoint directory alone (``settings``: its
+    saved config, with ``cmd_args`` on top, resolved by :func:`kgglm.settings.resolve`)."""
     where = resolve_model_checkpoint(path)
     info = ckpt.read_info(where)
     stored = dict(info["meta"].get(CONFIG_META_KEY) or {})
@@ -334,9 +339,9 @@ def load_for_inference(path, *, data_path=None, cmd_args: Iterable[str] | Mappin
         raise ckpt.CheckpointError(
             f"{where}: its dataset folder {dataset_path or dataset!r} is missing; pass --data-path DIR, the folder "
             f"that holds {dataset}/ (a known dataset missing there is downloaded into DIR)")
-    config = Config(model_name, dataset, config_dict=stored, cmd_args=cmd_args)
-    data = load_dataset_for(config, audit=False)  # audited when it was trained
-    model, vocab, _ = ckpt.load_checkpoint(where, device=config.device)
+    settings = resolve(Config(model_name, dataset, config_dict=stored, cmd_args=cmd_args))
+    data = load_dataset_for(settings, audit=False)  # audited when it was trained
+    model, vocab, _ = ckpt.load_checkpoint(where, device=settings.run.device)
     if vocab.dataset and vocab.dataset != data.name:
         raise ckpt.CheckpointError(f"{where / VOCAB_FILE}: the vocabulary belongs to dataset {vocab.dataset!r}, "
                                    f"but the checkpoint is used with {data.name!r}")
@@ -346,17 +351,16 @@ def load_for_inference(path, *, data_path=None, cmd_args: Iterable[str] | Mappin
         raise ckpt.CheckpointError(f"{where}: the dataset changed since training: {exc}") from None
     attach_history(model, data, vocab)
     logger.info("loaded %s (dataset %s)", where, dataset)
-    return model, vocab, data, config
+    return model, vocab, data, settings
 
 
 def evaluate_checkpoint(path, split: str = "test", *, data_path=None, cmd_args=None) -> dict:
     """Metrics of a fine-tuned checkpoint on ``split`` (as in the run that trained it)."""
-    model, vocab, data, config = load_for_inference(path, data_path=data_path, cmd_args=cmd_args)
-    return evaluate_model(model, data, split, EvalConfig.from_config(config), vocab=vocab,
-                          generation=PathGenerationConfig.from_config(config)).metrics
+    model, vocab, data, settings = load_for_inference(path, data_path=data_path, cmd_args=cmd_args)
+    return evaluate_model(model, data, split, settings.eval, vocab=vocab, generation=settings.generation).metrics
 
 
-def recommend_for_users(model, vocab: Vocabulary, data: Dataset, config: Config, user_ids: Iterable[str],
+def recommend_for_users(model, vocab: Vocabulary, data: Dataset, settings: RunSettings, user_ids: Iterable[str],
                         k: int = 10) -> list[dict]:
     """Top-``k`` unseen items (not in train or valid) with explanation paths for original user ids."""
     from kgglm.config import ConfigError
@@ -364,12 +368,11 @@ def recommend_for_users(model, vocab: Vocabulary, data: Dataset, config: Config,
     try:
         users = data.user_index(np.array([str(u) for u in user_ids], dtype=object))
     except KeyError as exc:
-        raise ConfigError(f"{exc.args[0]} in dataset {data.name} (ids are the {config['USER_ID_FIELD']} values "
+        raise ConfigError(f"{exc.args[0]} in dataset {data.name} (ids are the {settings.data.USER_ID_FIELD} values "
                           f"of its .inter file, e.g. {str(data.user_tokens[0])!r})") from None
-    recs = recommend(model, data, users, vocab=vocab, generation=PathGenerationConfig.from_config(config),
-                     n_return=int(k), split="test",
-                     batch_size=EvalConfig.from_config(config).eval_batch_size)
-    return explained(recs, data, vocab, phrases=config["relation_phrases"])
+    recs = recommend(model, data, users, vocab=vocab, generation=settings.generation, n_return=int(k), split="test",
+                     batch_size=settings.eval.eval_batch_size)
+    return explained(recs, data, vocab, phrases=settings.output.relation_phrases)
 
 
 def recommend_from_checkpoint(path, user_ids: Iterable[str], k: int = 10, *, data_path=None,
@@ -378,5 +381,5 @@ def recommend_from_checkpoint(path, user_ids: Iterable[str], k: int = 10, *, dat
     without its random initialisation (:func:`kgglm.model.init.no_weight_init`; the checkpoint
     overwrites every weight), for a one-shot command, not a server."""
     with no_weight_init() if skip_weight_init else contextlib.nullcontext():
-        model, vocab, data, config = load_for_inference(path, data_path=data_path, cmd_args=cmd_args)
-    return recommend_for_users(model, vocab, data, config, user_ids, k)
+        model, vocab, data, settings = load_for_inference(path, data_path=data_path, cmd_args=cmd_args)
+    return recommend_for_users(model, vocab, data, settings, user_ids, k)

@@ -30,6 +30,7 @@ from kgglm.config import Config, ConfigError
 from kgglm.logging_utils import log_to_file
 from kgglm.report.saved import RESULT_FILE  # the name the report, trackers and server read
 from kgglm.runs import make_run_dir, seed_everything
+from kgglm.settings import resolve
 from kgglm.tasks.recommendation import (
     PRETRAIN_DIR,
     BaselineResult,
@@ -148,15 +149,17 @@ def run_task(config: Config, *, pipeline: bool, saved: bool = True) -> RunResult
 
 def execute(config: Config, job: Job, *, saved: bool = True) -> RunResult:
     """Run ``job`` in a fresh run directory; with ``saved=False`` the directory (checkpoints
-    included) is removed afterwards and the result carries only the metrics."""
+    included) is removed afterwards and the result carries only the metrics. The config is resolved
+    here, once (:func:`kgglm.settings.resolve`); the recipes get its sections."""
+    settings = resolve(config)
     with _managed_run(config, job.dir_stage, job.train_stage, saved) as (result, run_dir):
-        data = load_dataset_for(config)
+        data = load_dataset_for(settings)
         if job.task == KG_COMPLETION:
             from kgglm.tasks.kg_completion import run_kg_completion
 
-            _take_kg_completion(result, run_kg_completion(config, data, run_dir=run_dir))
+            _take_kg_completion(result, run_kg_completion(settings, data, run_dir=run_dir))
         else:
-            _take_recommendation(result, run_recommendation(config, data, run_dir, job.stage))
+            _take_recommendation(result, run_recommendation(settings, data, run_dir, job.stage))
     if job.report:
         write_run_report(result)
     return result

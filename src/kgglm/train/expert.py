@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ExpertFitConfig:
     """The expert's schedule: the keys of ``history_expert_args``, with their defaults in
-    ``configs/overall.yaml`` only (build it with :meth:`from_config`)."""
+    ``configs/overall.yaml`` only (:func:`kgglm.settings.resolve` builds it)."""
 
     epochs: int
     learning_rate: float
@@ -40,15 +40,6 @@ class ExpertFitConfig:
                 raise ValueError(f"history_expert_args.{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0 or self.weight_decay < 0 or self.stopping_step < 0:
             raise ValueError("history_expert_args: learning_rate must be > 0, weight_decay and stopping_step >= 0")
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> ExpertFitConfig:
-        args = config["history_expert_args"]
-        return cls(epochs=int(args["epochs"]), learning_rate=float(args["learning_rate"]),
-                   weight_decay=float(args["weight_decay"]), batch_size=int(args["batch_size"]),
-                   eval_step=int(args["eval_step"]), stopping_step=int(args["stopping_step"]),
-                   seed=int(config["seed"]))
-
 
 @dataclass
 class ExpertFitResult:

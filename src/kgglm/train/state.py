@@ -10,12 +10,10 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from kgglm.distributed import resolve_device
 from kgglm.evaluate.stopping import early_stopping
 
 MIXED_PRECISION = ("auto", "bf16", "fp16", "no")
@@ -26,7 +24,7 @@ TRAIN_STAGES = ("pretrain", "finetune")
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of one training stage. Field names are config keys, documented (with every default)
-    in ``configs/overall.yaml``; build it with :meth:`from_config`. Only the fields that are not
+    in ``configs/overall.yaml``; :func:`kgglm.settings.resolve` builds it. Only the fields that are not
     config keys have defaults here."""
 
     learning_rate: float
@@ -53,20 +51,6 @@ class TrainConfig:
     # config keys, with defaults only so that callers building a TrainConfig by hand keep working
     micro_batch_size: int = 0  # rows per forward/backward on a rank; 0: a rank's whole share at once
     compile: bool = False  # torch.compile the training forward/backward
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], stage: str) -> TrainConfig:
-        """The ``stage`` ('pretrain' or 'finetune') settings of a resolved run config."""
-        epochs = config["pretrain_epochs"] if stage == "pretrain" else config["epochs"]
-        return cls(learning_rate=float(config["learning_rate"]), weight_decay=float(config["weight_decay"]),
-                   warmup_steps=int(config["warmup_steps"]), clip_grad_norm=float(config["clip_grad_norm"]),
-                   train_batch_size=int(config["train_batch_size"]), eval_batch_size=int(config["eval_batch_size"]),
-                   epochs=int(epochs), save_step=int(config["save_step"]), eval_step=int(config["eval_step"]),
-                   stopping_step=int(config["stopping_step"]), seed=int(config["seed"]),
-                   typed_output=bool(config["typed_output"]), show_progress=bool(config["show_progress"]),
-                   resume=bool(config["resume"]), stage=stage,
-                   micro_batch_size=int(config["micro_batch_size"]), compile=bool(config["compile"]),
-                   device=str(resolve_device(config["device"], use_gpu=bool(config["use_gpu"]))))
 
     def __post_init__(self) -> None:
         epochs_key = "pretrain_epochs" if self.stage == "pretrain" else "epochs"
