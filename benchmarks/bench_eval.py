@@ -26,8 +26,9 @@ import torch
 from kgglm.baselines import get_baseline
 from kgglm.config import Config
 from kgglm.data import load_dataset
-from kgglm.decode import GraphConstraint, PathGenerationConfig, beam_search, recommend
+from kgglm.decode import GraphConstraint, beam_search, recommend
 from kgglm.evaluate import EvalConfig
+from kgglm.settings import resolve
 from kgglm.tasks.models import ModelBuilder
 from kgglm.tasks.ranking import evaluate_model
 
@@ -133,7 +134,8 @@ def main() -> None:
     config = Config(config_dict={"embedding_size": args.embedding_size, "num_heads": args.num_heads,
                                  "num_layers": args.num_layers, "dropout": 0.1, "use_kg_token_types": True,
                                  "path_generation_args": {"num_beams": args.num_beams}})
-    builder = ModelBuilder.for_dataset(ds, config)
+    resolved = resolve(config)
+    builder = ModelBuilder.for_dataset(ds, resolved.model)
     vocab = builder.vocab
     torch.manual_seed(0)
     model = builder.fresh(9, device=device).eval()
@@ -145,7 +147,7 @@ def main() -> None:
     if args.train_steps:
         brief_training(model, ds, vocab, args.train_steps, args.train_batch, device)
 
-    gen = PathGenerationConfig.from_config(config)
+    gen = resolved.generation
     settings = EvalConfig(topk=(args.topk,), metrics=("Recall", "MRR", "NDCG", "Hit", "Precision"),
                           valid_metric=f"NDCG@{args.topk}", eval_batch_size=args.batch_size)
     recommend(model, ds, users[:4], vocab=vocab, generation=gen, n_return=args.topk, split="test",
@@ -187,7 +189,7 @@ def main() -> None:
 
 def _pop(ds):
     pop = get_baseline("Pop")()
-    pop.fit(ds, {})
+    pop.fit(ds, resolve(Config("Pop", ds.name)).baseline)
     return pop
 
 

@@ -107,12 +107,12 @@ def timed_evaluate(ds, vocab, model, users, batch: int):
     The decoding constraint is built (and cached on the data set) first, so it is not in the peak.
     Returns ``(evaluation, decoding settings, wall s, cpu s, peak RSS, RSS before)``."""
     from kgglm.config import Config
-    from kgglm.decode.generation import PathGenerationConfig
     from kgglm.decode.recommend import make_constraint
     from kgglm.evaluate.evaluator import EvalConfig
+    from kgglm.settings import resolve
     from kgglm.tasks.ranking import evaluate_model
 
-    gen = PathGenerationConfig.from_config(Config())
+    gen = resolve(Config()).generation
     settings = EvalConfig(topk=(10,), metrics=("NDCG", "Recall"), valid_metric="NDCG@10", eval_batch_size=batch)
     make_constraint(ds, vocab, split="test", hop_length=gen.path_hop_length)
     ev, *timing = _timed(lambda: evaluate_model(model, ds, "test", settings, vocab=vocab, generation=gen, users=users))

@@ -53,8 +53,9 @@ from kgglm.config import Config
 from kgglm.data import load_dataset
 from kgglm.distributed import resolve_device
 from kgglm.model.gpt import KGGLM
-from kgglm.paths.corpus import PathSampleConfig, stage_corpus
+from kgglm.paths.corpus import stage_corpus
 from kgglm.paths.vocab import Vocabulary
+from kgglm.settings import resolve
 from kgglm.tasks.models import ModelBuilder
 from kgglm.train.flops import train_flops
 from kgglm.train.trainer import TrainConfig, Trainer
@@ -142,15 +143,16 @@ def bench(args: argparse.Namespace) -> int:
         "typed_output": not args.full_softmax, "show_progress": False, "save_step": 10**9, "pretrain_epochs": 1,
         "epochs": 1, "MAX_PATHS_PER_USER": args.max_paths_per_user, "embedding_size": args.embedding_size,
         "num_heads": args.num_heads, "num_layers": args.num_layers, "dropout": 0.1})
+    settings = resolve(config)
     ds = load_dataset(args.dataset, data_path=args.data_path, download=False)
-    builder = ModelBuilder.for_dataset(ds, config)
+    builder = ModelBuilder.for_dataset(ds, settings.model)
     vocab = builder.vocab
-    sampling = PathSampleConfig.from_config(config)
+    sampling = settings.sampling
     stages = ["pretrain", "finetune"] if args.corpus == "both" else [args.corpus]
     corpora = {s: stage_corpus(ds, vocab, sampling, s) for s in stages}
     world = distributed.world_size()
     say = print if distributed.is_main() else (lambda *a, **k: None)
-    device = distributed.device_for_rank(resolve_device(TrainConfig.from_config(config, stages[0]).device))
+    device = distributed.device_for_rank(resolve_device(settings.train[stages[0]].device))
     sgemm = sgemm_gflops(device, args.sgemm_sizes, args.sgemm_repeats)
     sgemm_best = max(sgemm.values())
     report: dict = {"device": str(device), "world": world, "threads": torch.get_num_threads(),
@@ -160,7 +162,7 @@ def bench(args: argparse.Namespace) -> int:
     for stage, tokens in corpora.items():
         torch.manual_seed(0)
         model = builder.fresh(tokens.shape[1])
-        trainer, fig = run_stage(model, tokens, vocab, config, stage, args, sgemm_best * 1e9 * world)
+        trainer, fig = run_stage(model, tokens, vocab, settings.train[stage], args, sgemm_best * 1e9 * world)
         if stage == stages[0]:
             say(f"device={trainer.device} x{world} threads={torch.get_num_threads()} torch={torch.__version__} "
                 f"vocab={vocab.size} model={args.embedding_size}/{args.num_heads}h/{args.num_layers}L "
@@ -184,11 +186,11 @@ def bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_stage(model: KGGLM, tokens, vocab: Vocabulary, config: Config, stage: str, args: argparse.Namespace,
+def run_stage(model: KGGLM, tokens, vocab: Vocabulary, stage_config: TrainConfig, args: argparse.Namespace,
               sgemm_flops: float) -> tuple[Trainer, dict]:
     """``--warmup`` steps, then ``--steps`` more (a resumed run) timed: the figures of the timed run.
     ``sgemm_flops``: the sgemm FLOP/s of all processes together."""
-    tc = dataclasses.replace(TrainConfig.from_config(config, stage), max_steps=args.warmup, log_step=10**9,
+    tc = dataclasses.replace(stage_config, max_steps=args.warmup, log_step=10**9,
                              mixed_precision=args.mixed_precision)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = distributed.broadcast_object(tmp)  # one folder (rank 0's) for every rank on this machine

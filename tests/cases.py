@@ -10,11 +10,13 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
+from kgglm.baselines.base import BaselineSettings
 from kgglm.config import Config
 from kgglm.decode.generation import PathGenerationConfig
 from kgglm.evaluate.evaluator import EvalConfig
 from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.paths.vocab import Vocabulary
+from kgglm.settings import resolve
 
 
 def is_symmetric(graph) -> bool:
@@ -34,11 +36,23 @@ def make_model(vocab: Vocabulary, *, n_positions: int = 9, embedding_size: int =
     return KGGLM(cfg, torch.as_tensor(vocab.token_types()))
 
 
+DEFAULT_SETTINGS = resolve(Config())  # the package defaults, resolved once
+
+
+def baseline_settings(name: str = "Pop", dataset: str = "synthetic", **over) -> BaselineSettings:
+    """What a run gives baseline ``name``: its section of the layered config (its model YAML
+    included) with ``over`` as the top layer."""
+    return resolve(Config(name, dataset, config_dict=over)).baseline
+
+
 def generation(**overrides) -> PathGenerationConfig:
     """The package's default decoding settings with ``overrides`` (e.g. ``num_beams=6``), ranking items
     by their best path (``ranking='logprob'``: scores are then path log-probabilities, which the search
     tests recompute); the default ``marginal`` ranking has tests of its own."""
-    return PathGenerationConfig.from_config(Config(), **{"ranking": "logprob", **overrides})
+    overrides = {"ranking": "logprob", **overrides}
+    if "avoid_relations" in overrides:
+        overrides["avoid_relations"] = tuple(overrides["avoid_relations"])
+    return DEFAULT_SETTINGS.generation.replace(**overrides)
 
 
 def eval_settings(topk: Sequence[int] = (10,), metrics: Sequence[str] = ("Recall", "MRR", "NDCG", "Hit", "Precision"),

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from cases import eval_settings
+from cases import baseline_settings, eval_settings
 from kgglm.baselines import BASELINES, BPR, KGItemKNN, LightGCN, Pop, get_baseline
 from kgglm.baselines import kgitemknn as knn_module
 from kgglm.baselines.base import (
+    BaselineSettings,
     EarlyStopping,
     make_evaluate_fn,
     pair_keys,
@@ -27,9 +28,10 @@ from kgglm.synthetic.small import make_synthetic_dataset
 FAST = {"device": "cpu", "seed": 0, "learning_rate": 0.02, "train_batch_size": 64, "epochs": 60}
 
 
-def resolved(name: str, **over) -> Config:
-    """What a run gives a baseline: the layered config (its model YAML included) with FAST on top."""
-    return Config(name, "synthetic", config_dict={**FAST, **over})
+def resolved(name: str, **over) -> BaselineSettings:
+    """What a run gives a baseline: its section of the layered config (its model YAML included) with
+    FAST on top."""
+    return baseline_settings(name, **{**FAST, **over})
 
 
 def hand_dataset(n_users: int, n_items: int, train: list[tuple[int, int]], triples: list[tuple[int, int, int]] = (),
@@ -67,18 +69,24 @@ def test_model_yaml_defaults_are_recbole_defaults():
     assert lightgcn["n_layers"] == 3 and lightgcn["reg_weight"] == 1e-4
 
 
-def test_options_come_from_the_given_config_only():
-    model = BPR()
-    model.config = {"embedding_size": 8, "seed": None}
-    assert model.option("embedding_size") == 8 and model.option("seed", 5) == 5
-    assert model.option("learning_rate") is None  # no YAML read behind the caller's back
+def test_settings_are_the_resolved_model_layers():
+    """A baseline's settings are its section of the layered config: configs/model/<NAME>.yaml over
+    overall.yaml, the caller's keys on top (the baselines read no config themselves)."""
+    from kgglm.config import CONFIG_ROOT, load_yaml_file
+
+    own = load_yaml_file(CONFIG_ROOT / "model" / "BPR.yaml")
+    bpr = baseline_settings("BPR", epochs=7, valid_metric="Hit@5", topk=[5, 10], metrics=["Hit", "NDCG"])
+    assert (bpr.embedding_size, bpr.learning_rate, bpr.train_batch_size, bpr.epochs) == (
+        own["embedding_size"], own["learning_rate"], own["train_batch_size"], 7)
+    assert (bpr.valid.valid_metric, bpr.valid.metrics, bpr.valid.topk) == ("Hit@5", ("Hit",), (5,))
+    assert bpr.n_layers == Config()["n_layers"]  # not in BPR.yaml: the package default
 
 
 # ------------------------------------------------------------------------------------- Pop
 def test_pop_scores_are_training_counts_and_seen_items_are_not_masked():
     ds = hand_dataset(3, 4, train=[(0, 2), (1, 2), (2, 2), (0, 1), (1, 1), (2, 3)], test=[(0, 0)])
     model = Pop()
-    model.fit(ds, {})
+    model.fit(ds, baseline_settings())
     scores = model.score_items(np.array([0, 2]))
     assert scores.shape == (2, 4)
     assert scores.tolist() == [[0, 2, 3, 1], [0, 2, 3, 1]]  # user 0 saw items 1, 2: still scored
@@ -107,7 +115,7 @@ def test_kgitemknn_scores_match_hand_computation(monkeypatch, dense):
     ds = knn_case()
     w0, w1 = math.log(4 / 3), math.log(4 / 2)  # idf: e0 tags 3 of 4 items, e1 tags 2
     model = KGItemKNN()
-    model.fit(ds, {})
+    model.fit(ds, baseline_settings())
     scores = model.score_items(np.array([0, 1, 2]))
     expected = [
         [0.0, w0, 0.0, w0],  # user 0 has item 0: shares e0 with items 1 and 3; self-similarity is 0
@@ -124,7 +132,7 @@ def test_kgitemknn_feature_of_every_item_gets_zero_weight():
     ds = hand_dataset(n_users, n_items, train=[(0, 0), (1, 1)], n_entities=1,
                       triples=[(n_users + i, 1, e0) for i in range(n_items)])
     model = KGItemKNN()
-    model.fit(ds, {})
+    model.fit(ds, baseline_settings())
     np.testing.assert_allclose(model.score_items(np.array([0, 1])), 0.0)  # log(3 / 3) = 0
 
 

@@ -9,7 +9,7 @@ import pytest
 from test_baselines import hand_dataset
 
 from atomic_helpers import TINY, write_atomic_dataset
-from cases import eval_settings
+from cases import baseline_settings, eval_settings
 from kgglm.baselines import EASE, ItemKNN, get_baseline
 from kgglm.baselines.base import make_evaluate_fn
 from kgglm.cli import main
@@ -64,7 +64,7 @@ def hand_ndcg(scores: np.ndarray, ds, k: int) -> float:
 def test_ease_matches_dense_reference(tiny, lam):
     ds, x = tiny
     model = EASE()
-    stats = model.fit(ds, {"reg_weight_grid": [], "reg_weight": lam})
+    stats = model.fit(ds, baseline_settings("EASE", reg_weight_grid=[], reg_weight=lam))
     assert stats["reg_weight"] == lam
     np.testing.assert_allclose(model.weights, dense_ease(x, lam), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(model.score_items(np.arange(N_USERS)), x @ dense_ease(x, lam), rtol=1e-4, atol=1e-5)
@@ -77,7 +77,8 @@ def test_ease_chooses_lambda_on_valid(tiny):
     hand = [hand_ndcg(x @ dense_ease(x, lam), ds, 3) for lam in grid]
     assert len(set(np.round(hand, 6))) > 1, "the tiny data must make the grid choice matter"
     model = EASE()
-    stats = model.fit(ds, {"reg_weight_grid": grid}, evaluate_fn=make_evaluate_fn(ds, eval_settings(topk=(3,))))
+    stats = model.fit(ds, baseline_settings("EASE", reg_weight_grid=grid),
+                      evaluate_fn=make_evaluate_fn(ds, eval_settings(topk=(3,))))
     np.testing.assert_allclose([h["score"] for h in stats["history"]], hand, atol=1e-6)
     assert stats["reg_weight"] == grid[int(np.argmax(hand))] and stats["best_score"] == pytest.approx(max(hand))
     np.testing.assert_allclose(model.weights, dense_ease(x, stats["reg_weight"]), rtol=1e-4, atol=1e-6)
@@ -85,7 +86,7 @@ def test_ease_chooses_lambda_on_valid(tiny):
 
 def test_ease_rejects_a_non_positive_lambda(tiny):
     with pytest.raises(ValueError, match="must be positive"):
-        EASE().fit(tiny[0], {"reg_weight_grid": [0.0]})
+        EASE().fit(tiny[0], baseline_settings("EASE", reg_weight_grid=[0.0]))
 
 
 # ------------------------------------------------------------------------------------- ItemKNN
@@ -114,7 +115,7 @@ def loop_itemknn(x: np.ndarray, k: int, shrink: float) -> np.ndarray:
 def test_itemknn_matches_loop_computation(tiny, k, shrink):
     ds, x = tiny
     model = ItemKNN()
-    stats = model.fit(ds, {"k_grid": [k], "shrink": shrink})
+    stats = model.fit(ds, baseline_settings("ItemKNN", k_grid=[k], shrink=shrink))
     assert stats["k"] == k and np.all(np.diag(model.weights) == 0)
     assert np.all((model.weights != 0).sum(axis=0) <= k)
     np.testing.assert_allclose(model.score_items(np.arange(N_USERS)), loop_itemknn(x, k, shrink), atol=1e-6)
@@ -124,7 +125,8 @@ def test_itemknn_chooses_k_on_valid(tiny):
     ds, x = tiny
     grid = [1, 2, 4, 8]
     hand = [hand_ndcg(loop_itemknn(x, k, 0.0), ds, 3) for k in grid]
-    stats = ItemKNN().fit(ds, {"k_grid": grid, "valid_metric": "NDCG@3"})  # evaluate_fn built from the config
+    stats = ItemKNN().fit(ds, baseline_settings("ItemKNN", k_grid=grid, valid_metric="NDCG@3", topk=[3]))
+    # no evaluate_fn: the grid is chosen by the settings' valid_metric alone
     np.testing.assert_allclose([h["score"] for h in stats["history"]], hand, atol=1e-6)
     assert stats["k"] == grid[int(np.argmax(hand))]
 
@@ -134,7 +136,7 @@ def test_itemknn_chooses_k_on_valid(tiny):
 def test_seen_items_are_never_recommended(tiny, name):
     ds, _ = tiny
     model = get_baseline(name)()
-    model.fit(ds, Config(name, "synthetic", config_dict={"valid_metric": "NDCG@5", "topk": [5]}))
+    model.fit(ds, baseline_settings(name, valid_metric="NDCG@5", topk=[5]))
     settings = eval_settings(topk=(5,), eval_batch_size=4)
     for split, seen in (("valid", ("train",)), ("test", ("train", "valid"))):
         recs = evaluate_model(model, ds, split, settings).recommendations

@@ -10,7 +10,6 @@ from atomic_helpers import write_atomic_dataset
 from kgglm.cli import main
 from kgglm.config import Config
 from kgglm.paths.corpus import (
-    PathSampleConfig,
     build_corpus,
     path_lines,
     sample_stage_paths,
@@ -19,6 +18,7 @@ from kgglm.paths.corpus import (
 )
 from kgglm.paths.sampling import PathBatch, sample_pretrain_paths, sample_user_paths
 from kgglm.paths.vocab import BOS, EOS, PAD, Vocabulary
+from kgglm.settings import resolve
 from kgglm.tasks.recommendation import load_dataset_for
 
 
@@ -37,33 +37,33 @@ def test_build_corpus_matches_sampler(toy_dataset):
         build_corpus(ds, v, stage="other")
 
 
-def test_path_sample_config_from_config():
+def test_path_sample_config_resolved():
     from kgglm.config import Config
 
     cfg = Config(config_dict={"seed": 7, "MAX_PATHS_PER_USER": 30, "path_hop_length": 5,
                               "path_sample_args": {"pretrain_paths": 2, "pretrain_hop_length": "(3,5)",
                                                    "collaborative_path": False}})
-    sc = PathSampleConfig.from_config(cfg)
+    sc = resolve(cfg).sampling
     assert sc.sampler_args("pretrain") == {"seed": 7, "paths_per_node": 2, "hop_range": (3, 5), "include_users": False,
                                            "ui_share": 0.5}
     assert sc.sampler_args("finetune") == {"seed": 7, "max_paths_per_user": 30, "hop_length": 5,
                                            "collaborative": False, "ui_share": 0.5, "last_hop": "walk"}
     uniform = Config(config_dict={"path_sample_args": {"ui_share": None}})
-    assert PathSampleConfig.from_config(uniform).sampler_args("finetune")["ui_share"] is None
+    assert resolve(uniform).sampling.sampler_args("finetune")["ui_share"] is None
     assert sc.context_length == 2 * 5 + 3
     with pytest.raises(ValueError, match="stage"):
         sc.sampler_args("nope")
     with pytest.raises(ValueError, match="pretrain_hop_length"):
-        PathSampleConfig.from_config(Config(config_dict={"path_sample_args": {"pretrain_hop_length": [4, 2]}}))
+        resolve(Config(config_dict={"path_sample_args": {"pretrain_hop_length": [4, 2]}}))
 
 
 def test_stage_corpus_caps_pretraining_walks(toy_dataset):
     from kgglm.config import Config
 
     v = Vocabulary.from_graph(toy_dataset.graph, toy_dataset.name)
-    full = stage_corpus(toy_dataset, v, PathSampleConfig.from_config(Config()), "pretrain")
-    capped = stage_corpus(toy_dataset, v, PathSampleConfig.from_config(
-        Config(config_dict={"path_sample_args": {"pretrain_max_paths": 5}})), "pretrain")
+    full = stage_corpus(toy_dataset, v, resolve(Config()).sampling, "pretrain")
+    capped = stage_corpus(toy_dataset, v, resolve(
+        Config(config_dict={"path_sample_args": {"pretrain_max_paths": 5}})).sampling, "pretrain")
     assert len(capped) == 5 and len(full) > 5
     assert {tuple(r) for r in capped.tolist()} <= {tuple(r) for r in full.tolist()}
 
@@ -95,10 +95,10 @@ def test_cli_paths_writes_the_training_corpus(tmp_path, stage):
     config = Config("KGGLM", "toy", config_dict={"data_path": str(root), **cap})
     data = load_dataset_for(config)
     vocab = Vocabulary.from_graph(data.graph, data.name)
-    tokens = stage_corpus(data, vocab, PathSampleConfig.from_config(config), stage)
+    tokens = stage_corpus(data, vocab, resolve(config).sampling, stage)
     lines = out.read_text().splitlines()
     assert lines == path_lines(PathBatch(*vocab.decode_paths(tokens)), data)
-    uncapped = sample_stage_paths(data, stage=stage, **PathSampleConfig.from_config(config).sampler_args(stage))
+    uncapped = sample_stage_paths(data, stage=stage, **resolve(config).sampling.sampler_args(stage))
     assert len(lines) == (37 if stage == "pretrain" else len(uncapped)) and len(uncapped) > 37
 
 

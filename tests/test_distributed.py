@@ -31,9 +31,10 @@ from atomic_helpers import TINY, write_atomic_dataset
 from kgglm import distributed
 from kgglm.config import Config
 from kgglm.model.gpt import KGGLM, ModelConfig
-from kgglm.paths.corpus import PathSampleConfig, stage_corpus
+from kgglm.paths.corpus import stage_corpus
 from kgglm.paths.vocab import Vocabulary
 from kgglm.quick_start import RunResult, evaluate_checkpoint, run_pipeline
+from kgglm.settings import resolve
 from kgglm.synthetic.small import make_synthetic_dataset
 from kgglm.train import checkpoint as ckpt
 from kgglm.train.trainer import TrainConfig, Trainer, validation_loss
@@ -83,7 +84,7 @@ def test_helpers_answer_for_one_process_without_torchrun():
 def _corpus():
     ds = make_synthetic_dataset(n_users=24, n_items=24)
     vocab = Vocabulary.from_graph(ds.graph, ds.name)
-    sampling = PathSampleConfig.from_config(Config(config_dict={"MAX_PATHS_PER_USER": 10}))
+    sampling = resolve(Config(config_dict={"MAX_PATHS_PER_USER": 10})).sampling
     tokens = stage_corpus(ds, vocab, sampling, "finetune")[:150]  # 5 steps of 32 per epoch, the last short
     return vocab, tokens
 
@@ -96,9 +97,9 @@ def _model(vocab: Vocabulary, n_positions: int) -> KGGLM:
 
 
 def _train_config(**kw) -> TrainConfig:
-    base = {**Config(config_dict={"learning_rate": 5e-3, "warmup_steps": 2, "train_batch_size": 32, "epochs": 3,
-                                  "seed": 7, "device": "cpu", "show_progress": False}).to_dict()}
-    return dataclasses.replace(TrainConfig.from_config(base, "finetune"), log_step=1, **kw)
+    base = Config(config_dict={"learning_rate": 5e-3, "warmup_steps": 2, "train_batch_size": 32, "epochs": 3,
+                               "seed": 7, "device": "cpu", "show_progress": False})
+    return dataclasses.replace(resolve(base).train["finetune"], log_step=1, **kw)
 
 
 class Interrupted(Exception):

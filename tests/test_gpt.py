@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -109,14 +111,15 @@ def test_loss_ignores_padding_and_matches_independent_computation():
 
 def test_config_errors_and_round_trip():
     from kgglm.config import Config
+    from kgglm.settings import resolve
 
     small = dict(num_layers=1, dropout=0.0, use_kg_token_types=True)
     with pytest.raises(ValueError, match="divisible"):
         ModelConfig(vocab_size=10, n_positions=5, embedding_size=30, num_heads=4, **small)
     cfg = ModelConfig(vocab_size=10, n_positions=5, embedding_size=32, num_heads=4, **small)
-    # from_config takes every size from the resolved config (defaults live in overall.yaml only)
+    # the resolver takes every size from the resolved config (defaults live in overall.yaml only)
     c = Config(config_dict={"embedding_size": 48, "num_heads": 3, "num_layers": 2, "dropout": 0.2})
-    mc = ModelConfig.from_config(c, vocab_size=11, n_positions=7)
+    mc = dataclasses.replace(resolve(c).model, vocab_size=11, n_positions=7)
     assert (mc.embedding_size, mc.num_heads, mc.num_layers, mc.dropout, mc.vocab_size, mc.n_positions) == (
         48, 3, 2, 0.2, 11, 7)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg

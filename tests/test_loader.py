@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from kgglm.config import Config
 from kgglm.data import DatasetError, load_dataset
-from kgglm.data.loader import load_dataset_from_config
+from kgglm.settings import resolve
 
 INTER = [("u1", "i1", 1), ("u1", "i2", 2), ("u2", "i2", 3), ("u1", "i1", 4),  # (u1, i1) again
          ("u2", "i3", 5), ("u3", "i1", 6)]
@@ -81,10 +82,18 @@ def test_data_path_may_be_the_dataset_folder(tmp_path):
     assert load_dataset("toy", data_path=folder).n_items == 3
 
 
-def test_load_from_config(tmp_path):
+def test_load_from_resolved_settings(tmp_path):
+    """A run's data section (resolved from the layered config) and the same options by hand read alike."""
     write_dataset(tmp_path)
-    ds = load_dataset_from_config({"dataset": "toy", "data_path": str(tmp_path), "seed": 1, "epochs": 3})
+    options = resolve(Config("KGGLM", "toy", config_dict={"data_path": str(tmp_path), "seed": 1})).data
+    ds = load_dataset("toy", options, cache=False)
+    by_hand = load_dataset("toy", data_path=str(tmp_path), seed=1, cache=False)
     assert ds.n_users == 3
+    for part in ("train", "valid", "test"):
+        np.testing.assert_array_equal(ds.splits[part].items, by_hand.splits[part].items)
+    assert load_dataset("toy", options, cache=False, seed=2).stats["dataset"] == "toy"  # a field replaced
+    with pytest.raises(TypeError):
+        load_dataset("toy", data_path=str(tmp_path), epochs=3)  # not a data option
 
 
 @pytest.mark.parametrize("kwargs,pattern", [
@@ -141,11 +150,9 @@ def test_ml100k_sizes(shared_data):
 
 
 def test_ml1m_dataset_config_names_items_by_dbpedia_entity(shared_data):
-    from kgglm.config import Config
-
     config = Config("KGGLM", "ml1m", config_dict={"data_path": str(shared_data)})
     assert config["item_name"] == "entity"
-    ds = load_dataset_from_config(config)
+    ds = load_dataset("ml1m", resolve(config).data)
     k = int(np.flatnonzero(ds.item_entity_tokens == "Back_to_the_Future")[0])
     assert ds.item_names[k] == "Back_to_the_Future"
 

@@ -8,6 +8,7 @@ import torch
 from kgglm.config import Config
 from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.paths.vocab import Vocabulary
+from kgglm.settings import resolve
 from kgglm.synthetic.small import make_synthetic_dataset
 from kgglm.tasks.models import ModelBuilder
 from kgglm.train.checkpoint import CheckpointError, save_checkpoint
@@ -21,7 +22,7 @@ def data():
 
 
 def test_fresh_model_is_the_hand_built_one(data):
-    builder = ModelBuilder.for_dataset(data, Config("KGGLM", "toy", config_dict=MODEL))
+    builder = ModelBuilder.for_dataset(data, resolve(Config("KGGLM", "toy", config_dict=MODEL)).model)
     vocab = Vocabulary.from_graph(data.graph, data.name)
     assert (builder.vocab.size, builder.vocab.dataset) == (vocab.size, data.name)
     torch.manual_seed(3)
@@ -36,21 +37,23 @@ def test_fresh_model_is_the_hand_built_one(data):
 
 def test_history_output_layer_only_when_asked_and_weighted(data):
     layer = {**MODEL, "user_history": True, "history_loss_weight": 0.5}
-    builder = ModelBuilder.for_dataset(data, Config("KGGLM", "toy", config_dict=layer))
+    builder = ModelBuilder.for_dataset(data, resolve(Config("KGGLM", "toy", config_dict=layer)).model)
     assert builder.model_config(9).history_items == 0  # pre-training: no history expert's own layer
     assert builder.model_config(9, history=True).history_items == data.graph.n_items
-    unweighted = ModelBuilder.for_dataset(data, Config("KGGLM", "toy", config_dict={**layer, "history_loss_weight": 0}))
+    unweighted = ModelBuilder.for_dataset(
+        data, resolve(Config("KGGLM", "toy", config_dict={**layer, "history_loss_weight": 0})).model)
     assert unweighted.model_config(9, history=True).history_items == 0
 
 
 def test_pretrained_loads_the_weights_and_checks_the_size(data, tmp_path):
-    builder = ModelBuilder.for_dataset(data, Config("KGGLM", "toy", config_dict=MODEL))
+    builder = ModelBuilder.for_dataset(data, resolve(Config("KGGLM", "toy", config_dict=MODEL)).model)
     model = builder.fresh(9)
     where = save_checkpoint(tmp_path / "pre", model, builder.vocab)
     loaded, meta = builder.pretrained(where, 7)
     assert meta["path"] == str(where) and loaded.config.n_positions == 9  # its own context, long enough
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
-    wider = ModelBuilder.for_dataset(data, Config("KGGLM", "toy", config_dict={**MODEL, "embedding_size": 32}))
+    wider = ModelBuilder.for_dataset(
+        data, resolve(Config("KGGLM", "toy", config_dict={**MODEL, "embedding_size": 32})).model)
     with pytest.raises(CheckpointError, match="embedding_size 16 != 32"):
         wider.pretrained(where, 9)
     with pytest.raises(CheckpointError, match="n_positions=9"):

@@ -15,6 +15,7 @@ import torch
 from kgglm.config import Config
 from kgglm.model.gpt import KGGLM, ModelConfig
 from kgglm.paths.vocab import BOS, Vocabulary
+from kgglm.settings import resolve
 from kgglm.synthetic.small import make_synthetic_dataset
 from kgglm.train import checkpoint as ckpt
 from kgglm.train.checkpoint import load_checkpoint, load_pretrained_for_finetune
@@ -52,13 +53,14 @@ def tiny_model(vocab: Vocabulary, seed: int = 0, dropout: float = 0.0, size: int
 
 
 DEFAULTS = Config()  # overall.yaml: the only place the defaults live
+RESOLVED = resolve(DEFAULTS)
 
 
 def config(stage: str = "pretrain", **kw) -> TrainConfig:
     """The package defaults for ``stage`` with test-sized overrides (fields are config key names)."""
     base = {"learning_rate": 5e-3, "warmup_steps": 10, "train_batch_size": 32, "epochs": 1, "save_step": 1000,
             "seed": 7, "device": "cpu", "show_progress": False, "log_step": 5}
-    return dataclasses.replace(TrainConfig.from_config(DEFAULTS, stage), **{**base, **kw})
+    return dataclasses.replace(RESOLVED.train[stage], **{**base, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +80,7 @@ def test_config_takes_every_value_from_the_resolved_config():
                "eval_step": 2, "stopping_step": 0, "seed": 11, "typed_output": False, "show_progress": False,
                "resume": True, "device": "cpu", "micro_batch_size": 2, "compile": True}
     cfg = Config(config_dict=changed)
-    pre, fine = TrainConfig.from_config(cfg, "pretrain"), TrainConfig.from_config(cfg, "finetune")
+    pre, fine = resolve(cfg).train["pretrain"], resolve(cfg).train["finetune"]
     assert (pre.stage, pre.epochs, fine.stage, fine.epochs) == ("pretrain", 7, "finetune", 8)
     for f in dataclasses.fields(TrainConfig):
         if f.name in ("epochs", "stage"):
