@@ -60,7 +60,7 @@ def config(stage: str = "pretrain", **kw) -> TrainConfig:
     """The package defaults for ``stage`` with test-sized overrides (fields are config key names)."""
     base = {"learning_rate": 5e-3, "warmup_steps": 10, "train_batch_size": 32, "epochs": 1, "save_step": 1000,
             "seed": 7, "device": "cpu", "show_progress": False, "log_step": 5}
-    return dataclasses.replace(RESOLVED.train[stage], **{**base, **kw})
+    return dataclasses.replace(RESOLVED.train["finetune"], **{**base, "stage": stage, **kw})  # stages differ in these
 
 
 @pytest.fixture(scope="module")
