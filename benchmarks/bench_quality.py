@@ -10,6 +10,9 @@ seconds (this process's, all threads). ``--kgglm none`` runs the baselines only.
         --kgglm quick --kgglm "quick+marginal:--path_generation_args.ranking=marginal" \
         --baselines Pop,BPR,LightGCN,EASE,ItemKNN,KGItemKNN --out benchmarks/results/quality-ml-100k.md
 
+``--set KEY=VALUE`` overrides a config key for every model (``--set paper_ndcg=true`` adds the paper
+code's ``ndcg_paper@10`` column).
+
 A ``--kgglm`` variant is ``NAME[:--key=value ...]``: NAME is a preset (``quick``, ``cpu``, ``paper``)
 or ``NAME+label``; what follows the colon are config overrides. A ``--decode`` variant
 ``LABEL:--path_generation_args.KEY=VALUE ...`` re-evaluates the first KGGLM variant's chosen checkpoint
@@ -45,7 +48,7 @@ def parse_variant(text: str) -> tuple[str, str | None, list[str]]:
 def run_all(args: argparse.Namespace, data_path: str, workdir: str) -> list[dict]:
     rows = []
     common = [f"--data_path={data_path}", f"--checkpoint_dir={workdir}", "--show_progress=false", "--state=WARNING",
-              f"--seed={args.seed}"]
+              f"--seed={args.seed}"] + [f"--{kv}" for kv in args.set or []]
     for variant in args.kgglm:
         label, preset, overrides = parse_variant(variant)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -89,11 +92,12 @@ def chosen_value(stats: dict) -> str | None:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| model | valid ndcg@10 | " + " | ".join(f"test {c}" for c in COLUMNS)
+    columns = COLUMNS + tuple(c for c in ("ndcg_paper@10",) if any(c in r for r in rows))
+    head = ("| model | valid ndcg@10 | " + " | ".join(f"test {c}" for c in columns)
             + " | epochs | seconds | CPU seconds |")
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 5)]
+    lines = [head, "|" + "---|" * (len(columns) + 5)]
     for r in rows:
-        cells = [f"{r[c]:.4f}" if isinstance(r.get(c), float) else "-" for c in COLUMNS]
+        cells = [f"{r[c]:.4f}" if isinstance(r.get(c), float) else "-" for c in columns]
         valid = f"{r['valid']:.4f}" if isinstance(r.get("valid"), float) else "-"
         model = f"{r['model']} ({r['chosen']})" if r.get("chosen") else r["model"]
         lines.append(f"| {model} | {valid} | " + " | ".join(cells) + f" | {r.get('epochs') or '-'} | "
@@ -111,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="decoding variant LABEL:--path_generation_args.KEY=VALUE ... of the first KGGLM (repeat)")
     p.add_argument("--baselines", default="Pop,BPR,LightGCN,EASE,ItemKNN,KGItemKNN")
     p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
+                   help="a config override for every model (repeat), e.g. paper_ndcg=true")
     p.add_argument("--out", default=None, help="write the table (markdown) here")
     args = p.parse_args(argv)
     args.kgglm = [v for v in args.kgglm or ["quick"] if v.lower() != "none"]

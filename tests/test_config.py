@@ -85,6 +85,31 @@ def test_preset_task_section_applies_to_its_task_only():
     assert kg[key] == rec[key] and kg.sources[key] == "config_dict"  # a user's layer still wins
 
 
+def test_a_dataset_sizes_a_preset_for_itself(tmp_path, monkeypatch):
+    import shutil
+
+    import kgglm.config as config_module
+
+    root = tmp_path / "configs"
+    shutil.copytree(CONFIG_ROOT, root)
+    (root / "dataset" / "big.yaml").write_text("epochs: 7\npresets:\n  quick:\n    epochs: 2\n"
+                                               "    path_generation_args: {num_beams: 9}\n")
+    monkeypatch.setattr(config_module, "CONFIG_ROOT", root)
+    quick = Config("KGGLM", "big", preset="quick")
+    assert quick["epochs"] == 2 and quick.sources["epochs"] == "dataset big.yaml (presets: quick)"
+    assert quick["path_generation_args"]["num_beams"] == 9  # merged key by key like any layer
+    assert quick["embedding_size"] == Config(preset="quick")["embedding_size"]  # the rest is the preset's
+    assert Config("KGGLM", "big", preset="cpu")["epochs"] == Config(preset="cpu")["epochs"]  # other presets: theirs
+    assert Config("KGGLM", "big")["epochs"] == 7 and "presets" not in Config("KGGLM", "big").to_dict()
+    assert Config("KGGLM", "big", preset="quick", cmd_args=["--epochs=5"])["epochs"] == 5  # the user still wins
+    (root / "dataset" / "big.yaml").write_text("presets:\n  quik:\n    epochs: 2\n")
+    with pytest.raises(ConfigError, match=r"big.yaml, line 1: unknown preset 'quik'.*quick"):
+        Config("KGGLM", "big")
+    (root / "dataset" / "big.yaml").write_text("presets:\n  quick: 3\n")
+    with pytest.raises(ConfigError, match="presets must map a preset name"):
+        Config("KGGLM", "big")
+
+
 def test_mappings_merge_key_by_key(tmp_path):
     f = write(tmp_path / "a.yaml", "path_generation_args:\n  num_beams: 7\n")
     c = Config(config_file_list=[f], config_dict={"path_generation_args": {"top_k": 3}},
@@ -187,6 +212,9 @@ def test_shipped_yaml_files_only_use_known_keys():
             if folder == "preset":  # and its per-task sections
                 for task in TASKS:
                     Config(**kwargs, config_dict={"task": task})
+            if folder == "dataset":  # and its sizing of each preset
+                for preset in (yaml.safe_load(f.read_text()) or {}).get("presets", {}):
+                    Config(**kwargs, preset=preset)
     quick = Config(preset="quick")
     assert quick["embedding_size"] < 768 and quick["path_sample_args"]["pretrain_max_paths"]
     assert re.match(r"\w+@\d+", quick["valid_metric"])

@@ -142,6 +142,25 @@ def test_run_fits_the_expert_chooses_the_weight_on_valid_and_the_checkpoint_rank
     # chosen on valid, and reported as the run's valid score
     assert valid[stats["history_weight"]]["score"] == best == pytest.approx(res.best_valid_score, abs=1e-9)
     assert again["valid_paths"] == 1.0
+    _weighted_lists_are_the_decoders(res.checkpoint, grid + [0.3])
+
+
+def _weighted_lists_are_the_decoders(checkpoint, weights):
+    """One decode re-ranked per weight (how the grid is searched) gives the lists and scores a full
+    decode with that ``history_weight`` gives."""
+    from kgglm.tasks.history_expert import weighted_lists
+    from kgglm.tasks.ranking import rank
+    from kgglm.tasks.recommendation import load_for_inference
+
+    model, vocab, data, run = load_for_inference(checkpoint, cmd_args=["--eval_batch_size=7"])
+    settings, generation = run.eval, run.generation
+    lists = weighted_lists(model, data, vocab, settings, generation, weights)
+    for w, got in zip(weights, lists):
+        want, _ = rank(model, data, "valid", settings, vocab=vocab, generation=generation.replace(history_weight=w))
+        np.testing.assert_array_equal(got.users, want.users)
+        np.testing.assert_array_equal(got.items, want.items)
+        np.testing.assert_array_equal(got.scores, want.scores)
+    assert not np.array_equal(lists[0].items, lists[-1].items)  # the weights do change the lists
 
 
 def test_expert_is_frozen_outside_its_own_fit():

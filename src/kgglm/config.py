@@ -7,6 +7,8 @@ Layers, lowest first (a later layer overrides an earlier one)::
     configs/dataset/<DATASET>.yaml    dataset defaults
     configs/preset/<PRESET>.yaml      a named preset (--preset quick); its section named after the
                                       run's task (``kg_completion:``), if any, overrides its top level
+    the dataset file's ``presets:``   that preset sized for the dataset (``presets: {quick: {...}}``
+                                      in ml1m.yaml: 6,040 users need fewer paths each to stay quick)
     config_file_list                  user YAML files, in order (--config-files a.yaml b.yaml)
     config_dict                       a Python dict (run_kgglm(config_dict=...))
     cmd_args                          command-line ``--key=value`` (values parsed as YAML)
@@ -102,6 +104,21 @@ def load_yaml_file(path: str | os.PathLike, what: str = "config file") -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of key: value lines, got {type(data).__name__}")
     return data
+
+
+def _dataset_presets(section, path: Path) -> dict[str, dict]:
+    """A dataset file's ``presets:`` section: per preset, the keys that size it for this dataset."""
+    if section is None:
+        return {}
+    known = sorted(p.stem for p in (CONFIG_ROOT / "preset").glob("*.yaml"))
+    if not isinstance(section, dict) or not all(isinstance(v, dict) for v in section.values()):
+        raise ConfigError(f"{path}{_key_line(path, 'presets')}: presets must map a preset name ({', '.join(known)}) "
+                          f"to key: value lines")
+    unknown = [name for name in section if name not in known]
+    if unknown:
+        raise ConfigError(f"{path}{_key_line(path, 'presets')}: unknown preset {unknown[0]!r}"
+                          f"{_suggest(str(unknown[0]), known)} (known: {', '.join(known)})")
+    return section
 
 
 def _key_line(path: Path, key: str) -> str:
@@ -229,8 +246,11 @@ class Config(Mapping):
         layers: list[tuple[dict, str, Path | None]] = [
             (load_yaml_file(CONFIG_ROOT / "model" / f"{model}.yaml"), f"model defaults {model}.yaml", None)]
         dataset_file = CONFIG_ROOT / "dataset" / f"{dataset}.yaml"
+        dataset_presets: dict = {}
         if dataset_file.is_file():
-            layers.append((load_yaml_file(dataset_file), f"dataset defaults {dataset}.yaml", None))
+            data = load_yaml_file(dataset_file)
+            dataset_presets = _dataset_presets(data.pop("presets", None), dataset_file)
+            layers.append((data, f"dataset defaults {dataset}.yaml", None))
         task_sections: dict = {}
         if preset:
             preset_file = CONFIG_ROOT / "preset" / f"{preset}.yaml"
@@ -255,6 +275,10 @@ class Config(Mapping):
                 raise ConfigError(f"preset {preset}{_key_line(preset_file, task)}: the {task} section must be a "
                                   f"mapping of key: value lines, got {type(section).__name__}")
             layers.insert(preset_at, (section, f"preset {preset} ({task} section)", None))
+            preset_at += 1
+        if preset in dataset_presets:  # the dataset's own sizing of this preset (e.g. ML1M's quick)
+            layers.insert(preset_at, (dataset_presets[preset], f"dataset {dataset}.yaml (presets: {preset})",
+                                      dataset_file))
         for layer, source, path in layers:
             self._apply(layer, source, path=path)
         self._values["model"], self._values["dataset"], self._values["preset"] = model, dataset, preset
