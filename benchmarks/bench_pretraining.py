@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
-import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from bench_quality import emit, provenance
 
 from kgglm.quick_start import run_kgglm, run_pipeline
 
@@ -105,12 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.walks}){f', {tokens} tokens' if tokens else ''}, {args.pretrain_epochs} epochs, "
             f"{stats.get('steps')} steps, {pre_cpu:.0f} CPU s; training loss at the end of each epoch: "
             f"{', '.join(f'{v:.3f}' for v in losses)}.\n\n" + "\n".join(lines) + "\n\n"
-            f"Command: `python benchmarks/{Path(__file__).name} {' '.join(shlex.quote(a) for a in sys.argv[1:])}`; "
-            f"{platform.node()} ({platform.processor() or platform.machine()}), "
-            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, total {time.perf_counter() - t_start:.0f} s.\n")
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+            + provenance(__file__, t_start))
+    emit(text, args.out)
     return 0
 
 

@@ -129,14 +129,22 @@ def main(argv: list[str] | None = None) -> int:
             write_atomic(make_knowledge_dataset(name="synthetic-kg"), data_path)  # -> DATA_PATH/synthetic-kg/
         t0 = time.perf_counter()
         rows = run_all(args, data_path, work)
-    text = (f"### {args.dataset}\n\n{table(rows)}\n\n"
-            f"Command: `python benchmarks/{Path(__file__).name} {' '.join(shlex.quote(a) for a in sys.argv[1:])}`; "
+    emit(f"### {args.dataset}\n\n{table(rows)}\n\n{provenance(__file__, t0)}", args.out)
+    return 0
+
+
+def provenance(script: str, t0: float) -> str:
+    """The line under a results table: the command that made it, the machine, the date, the total time."""
+    return (f"Command: `python benchmarks/{Path(script).name} {' '.join(shlex.quote(a) for a in sys.argv[1:])}`; "
             f"{platform.node()} ({platform.processor() or platform.machine()}), "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, total {time.perf_counter() - t0:.0f} s.\n")
+
+
+def emit(text: str, out: str | None) -> None:
+    """Print a results table and write it to ``out`` when given."""
     print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-    return 0
+    if out:
+        Path(out).write_text(text)
 
 
 if __name__ == "__main__":
