@@ -234,6 +234,15 @@ class KGGLM(nn.Module):
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, 0.0, config.initializer_range / math.sqrt(2 * config.num_layers))
 
+    def train(self, mode: bool = True) -> KGGLM:
+        """``nn.Module.train``, except that the history expert stays in eval mode: its input dropout
+        belongs to its own fit (:func:`kgglm.train.expert.fit_history_expert` switches it), never to
+        the path model's training or to scoring after it."""
+        super().train(mode)
+        if self.expert is not None:
+            self.expert.eval()
+        return self
+
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):

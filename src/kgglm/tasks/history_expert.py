@@ -41,13 +41,8 @@ class ExpertScorer:
     def score_items(self, users: np.ndarray) -> np.ndarray:
         device = self.model.expert.dec.weight.device
         tokens = torch.as_tensor(np.asarray(users, dtype=np.int64) + self.offset, device=device)
-        was_training = self.model.expert.training
-        self.model.expert.eval()  # scored as the decoder scores it: without its input dropout
-        try:
-            with torch.inference_mode():
-                return self.model.history_log_probs(tokens).cpu().numpy()
-        finally:
-            self.model.expert.train(was_training)
+        with torch.inference_mode():
+            return self.model.history_log_probs(tokens).cpu().numpy()
 
 
 def fit_expert(model, data: Dataset, vocab: Vocabulary, schedule: ExpertFitConfig,
@@ -60,8 +55,7 @@ def fit_expert(model, data: Dataset, vocab: Vocabulary, schedule: ExpertFitConfi
     was_training = model.training
     result = fit_history_expert(model, users, schedule,
                                 evaluate_fn=lambda m: valid(scorer)[0])
-    model.train(was_training)
-    model.expert.eval()  # its dropout is its own: off whenever the path model trains (train() sets it)
+    model.train(was_training)  # (KGGLM.train leaves the expert in eval mode)
     logger.info("history expert: epoch %d chosen (valid %s) in %.1f s", result.best_epoch,
                 f"{result.best_score:.4f}" if result.best_score is not None else "n/a", result.seconds)
     return result
