@@ -172,3 +172,85 @@ def test_expert_is_frozen_outside_its_own_fit():
                                                      eval_step=1, stopping_step=0))
     assert not any(p.requires_grad for p in model.expert.parameters())
     assert any(p.requires_grad for p in model.parameters())  # the path model trains as before
+
+
+def _with_features(n_items=6, n_features=3, dim=4, seed=0):
+    torch.manual_seed(seed)
+    expert = HistoryExpert(n_items=n_items, dim=dim, dropout=0.5, n_features=n_features).eval()
+    pairs = torch.tensor([[0, 0], [1, 0], [1, 2], [3, 1], [4, 1], [4, 2], [5, 0]])  # item 2 has none
+    expert.set_features(pairs[:, 0], pairs[:, 1])
+    a = torch.zeros(n_items, n_features)
+    a[pairs[:, 0], pairs[:, 1]] = 1.0
+    return expert, a / a.sum(1, keepdim=True).clamp_min(1).sqrt()
+
+
+def test_kg_features_add_their_vectors_to_the_items_as_a_dense_computation():
+    expert, a = _with_features()
+    torch.nn.init.normal_(expert.enc_bias)
+    row, items = torch.tensor([0, 0, 0, 2]), torch.tensor([1, 2, 4, 5])
+    x = torch.zeros(3, 6)
+    x[row, items] = 1.0
+    x = x / x.sum(1, keepdim=True).clamp_min(1).sqrt()
+    enc = expert.enc.weight + a @ expert.feat_enc
+    dec = expert.dec.weight + a @ expert.feat_dec
+    want = torch.tanh(x @ enc + expert.enc_bias) @ dec.T + expert.dec.bias
+    torch.testing.assert_close(expert(3, row, items), want)
+    # the feature vectors learn: a loss step moves them
+    expert.train().requires_grad_(True)
+    expert.loss(3, row, items).backward()
+    assert expert.feat_enc.grad.abs().sum() > 0 and expert.feat_dec.grad.abs().sum() > 0
+
+
+def test_kg_features_are_checked_against_the_expert():
+    expert, _ = _with_features()
+    with pytest.raises(ValueError, match=r"\[0, 6\) x \[0, 3\)"):
+        expert.set_features(torch.tensor([0]), torch.tensor([3]))
+    with pytest.raises(ValueError, match="without KG features"):
+        HistoryExpert(n_items=6, dim=4, dropout=0.5).set_features(torch.tensor([0]), torch.tensor([0]))
+
+
+def test_kg_features_reach_an_item_no_history_holds():
+    """Two tastes, each a KG feature: items 0-19 have feature 0, items 20-39 feature 1; users hold 8
+    items of their half but never item 19 or 39. Only through the feature can the expert tell which
+    of the two unseen items a user's taste reaches."""
+    rng = np.random.default_rng(0)
+    n_users, n_items = 120, 40
+    hist = [np.sort(rng.choice(19, 8, replace=False) + (u % 2) * 20) for u in range(n_users)]
+    indptr = np.concatenate([[0], np.cumsum([len(h) for h in hist])])
+    users, items = (5, 5 + n_users), (5 + n_users, 5 + n_users + n_items)
+    cfg = ModelConfig(vocab_size=items[1] + 2, n_positions=8, embedding_size=8, num_heads=2, num_layers=1,
+                      dropout=0.0, use_kg_token_types=False, history_items=n_items, history_expert_dim=16,
+                      history_expert_dropout=0.3, history_expert_kg=True, history_expert_features=2)
+    torch.manual_seed(0)
+    model = KGGLM(cfg, torch.zeros(cfg.vocab_size, dtype=torch.long))
+    model.set_user_history(torch.from_numpy(indptr), torch.from_numpy(np.concatenate(hist)) + items[0], users, items)
+    model.expert.set_features(torch.arange(n_items), (torch.arange(n_items) >= 20).long())
+    first = torch.arange(*users)
+    fit_history_expert(model, first, ExpertFitConfig(epochs=60, learning_rate=1e-2, weight_decay=0.0,
+                                                     batch_size=32, eval_step=5, stopping_step=100))
+    with torch.no_grad():
+        logp = model.history_log_probs(first)
+    taste = torch.arange(n_users) % 2
+    own = torch.where(taste == 0, logp[:, 19] > logp[:, 39], logp[:, 39] > logp[:, 19])
+    assert bool(own.all())
+
+
+def test_run_with_kg_features_reloads_and_ranks_the_same(tmp_path):
+    from atomic_helpers import TINY, write_atomic_dataset
+    from kgglm.quick_start import run_pipeline
+    from kgglm.tasks.recommendation import evaluate_checkpoint, load_for_inference
+
+    root = write_atomic_dataset(tmp_path / "data")
+    cfg = {**TINY, "data_path": str(root), "checkpoint_dir": str(tmp_path / "saved"), "baselines": [],
+           "pretrain_epochs": 0,
+           "history_expert_args": {"dim": 8, "epochs": 10, "eval_step": 5, "weight_grid": [1.0],
+                                   "kg_features": True}}
+    res = run_pipeline("KGGLM", "toy", config_dict=cfg)
+    model, _, data, _ = load_for_inference(res.checkpoint)
+    n_features = len(np.unique(data.item_features()[1]))
+    assert model.expert.n_features == n_features > 0
+    assert model.expert.feat_index.shape[1] == len(data.item_features()[0])
+    timing = {"seconds", "users_per_second"}
+    again = evaluate_checkpoint(res.checkpoint, "test")
+    assert {k: v for k, v in again.items() if k not in timing} == \
+        {k: v for k, v in res.test_result.items() if k not in timing}

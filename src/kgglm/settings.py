@@ -197,7 +197,8 @@ def model_config(c: Config) -> ModelConfig:
                        num_heads=int(c["num_heads"]), num_layers=int(c["num_layers"]), dropout=float(c["dropout"]),
                        use_kg_token_types=bool(c["use_kg_token_types"]), user_history=bool(c["user_history"]),
                        history_dropout=float(c["history_dropout"]), history_loss_weight=float(c["history_loss_weight"]),
-                       history_expert_dim=int(expert["dim"] or 0), history_expert_dropout=float(expert["dropout"]))
+                       history_expert_dim=int(expert["dim"] or 0), history_expert_dropout=float(expert["dropout"]),
+                       history_expert_kg=bool(expert["kg_features"]))
 
 
 def train_configs(c: Config) -> Mapping[str, TrainConfig]:

@@ -28,14 +28,9 @@ DENSE_MAX_ITEMS = 30_000
 
 
 def item_features(dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct (item index, feature node id) pairs: each item's KG neighbours over any relation."""
-    lo, hi = dataset.n_users, dataset.n_users + dataset.n_items
-    heads, tails = np.asarray(dataset.kg_heads, np.int64), np.asarray(dataset.kg_tails, np.int64)
-    src, dst = np.concatenate([heads, tails]), np.concatenate([tails, heads])
-    keep = (src >= lo) & (src < hi) & (src != dst)
-    n_nodes = dataset.graph.n_nodes
-    keys = np.unique((src[keep] - lo) * n_nodes + dst[keep])
-    return keys // n_nodes, keys % n_nodes
+    """Distinct (item index, feature node id) pairs: each item's KG neighbours over any relation
+    (:meth:`kgglm.data.dataset.Dataset.item_features`)."""
+    return dataset.item_features()
 
 
 def kg_item_similarity(n_items: int, items: np.ndarray, features: np.ndarray) -> torch.Tensor:

@@ -123,6 +123,23 @@ class Dataset:
             self._cache["train_item_counts"] = counts
         return self._cache["train_item_counts"]
 
+    def item_features(self) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct ``(item index, feature node id)`` pairs, sorted: each item's KG neighbours over any
+        relation, both directions (entities or other items, never itself). Read-only, built once:
+        KGItemKNN's features and the history expert's KG inputs."""
+        if "item_features" not in self._cache:
+            lo, hi = self.n_users, self.n_users + self.n_items
+            heads, tails = np.asarray(self.kg_heads, np.int64), np.asarray(self.kg_tails, np.int64)
+            src, dst = np.concatenate([heads, tails]), np.concatenate([tails, heads])
+            keep = (src >= lo) & (src < hi) & (src != dst)
+            n_nodes = self.graph.n_nodes
+            keys = np.unique((src[keep] - lo) * n_nodes + dst[keep])
+            pairs = (keys // n_nodes, keys % n_nodes)
+            for a in pairs:
+                a.flags.writeable = False
+            self._cache["item_features"] = pairs
+        return self._cache["item_features"]
+
     def explanation_tables(self) -> ExplanationTables:
         """The LIR/SEP lookups of the explanation metrics and of their post-processing (frozen, built
         once: both the evaluator and the decoder read them)."""

@@ -10,8 +10,15 @@ once) is not the path model's. Decoding adds ``history_weight * log p(item | his
 score of each *decoded* item (a product of experts): the ranking uses the whole history, while
 every recommendation keeps the graph path that explains it.
 
-Memory grows with the interactions: the encoder is an ``EmbeddingBag`` over the history entries,
-not a dense users x items matrix.
+With ``n_features`` (``history_expert_args.kg_features``) the expert also reads the knowledge graph:
+an item's input and output vectors are its own plus the mean-scaled sum of the vectors of its KG
+features (its neighbours over any relation, :meth:`kgglm.data.dataset.Dataset.item_features`),
+``e_i = E_i + sum_{f in F(i)} U_f / sqrt(|F(i)|)``, so what a user's items share (a genre, an actor)
+is learned once and reaches every item that has it, the way a content-aware factorisation does
+(CKE, KDD 2016). The features are data, attached by :meth:`HistoryExpert.set_features`.
+
+Memory grows with the interactions and the item-feature pairs: the encoder is an embedding bag over
+the history entries and the feature sums are sparse products, never a dense users x items matrix.
 """
 
 from __future__ import annotations
@@ -22,18 +29,26 @@ import torch.nn.functional as F
 
 
 class HistoryExpert(nn.Module):
-    """Mult-DAE with one hidden layer: ``log_softmax(W2 tanh(W1 x / sqrt(|x|) + b1) + b2)``."""
+    """Mult-DAE with one hidden layer: ``log_softmax(W2 tanh(W1 x / sqrt(|x|) + b1) + b2)``; with
+    ``n_features``, ``W1`` and ``W2`` each add the items' KG-feature vectors (module docstring)."""
 
-    def __init__(self, n_items: int, dim: int, dropout: float) -> None:
+    def __init__(self, n_items: int, dim: int, dropout: float, n_features: int = 0) -> None:
         super().__init__()
-        if n_items <= 0 or dim <= 0:
-            raise ValueError(f"HistoryExpert needs n_items > 0 and dim > 0, got {n_items}, {dim}")
+        if n_items <= 0 or dim <= 0 or n_features < 0:
+            raise ValueError(f"HistoryExpert needs n_items > 0, dim > 0 and n_features >= 0, "
+                             f"got {n_items}, {dim}, {n_features}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"history expert dropout must be in [0, 1), got {dropout}")
-        self.n_items, self.dropout = n_items, dropout
+        self.n_items, self.dropout, self.n_features = n_items, dropout, n_features
         self.enc = nn.EmbeddingBag(n_items, dim, mode="sum")
         self.enc_bias = nn.Parameter(torch.zeros(dim))
         self.dec = nn.Linear(dim, n_items)
+        if n_features:
+            self.feat_enc = nn.Parameter(torch.empty(n_features, dim))
+            self.feat_dec = nn.Parameter(torch.empty(n_features, dim))
+            # the item-feature pairs (item, feature) and their weights 1/sqrt(|F(item)|): data
+            self.register_buffer("feat_index", torch.zeros(2, 0, dtype=torch.long), persistent=False)
+            self.register_buffer("feat_value", torch.zeros(0), persistent=False)
         self.reset_parameters()
         # frozen but inside its own fit: the path model's optimiser and DDP (which would wait for
         # gradients the path loss never gives it) leave it alone
@@ -45,6 +60,34 @@ class HistoryExpert(nn.Module):
         nn.init.xavier_uniform_(self.dec.weight)
         nn.init.zeros_(self.enc_bias)
         nn.init.zeros_(self.dec.bias)
+        if self.n_features:
+            nn.init.xavier_uniform_(self.feat_enc)
+            nn.init.xavier_uniform_(self.feat_dec)
+
+    def set_features(self, items: torch.Tensor, features: torch.Tensor) -> None:
+        """Attach the KG features: pairs ``(item in [0, n_items), feature in [0, n_features))``,
+        (repeats count once). An expert built without features takes none."""
+        items, features = (torch.as_tensor(a, dtype=torch.long).reshape(-1) for a in (items, features))
+        if not self.n_features:
+            raise ValueError("set_features: this history expert was built without KG features (n_features 0)")
+        if items.shape != features.shape:
+            raise ValueError(f"set_features: {items.numel()} items but {features.numel()} features")
+        if items.numel() and not (0 <= int(items.min()) and int(items.max()) < self.n_items
+                                  and 0 <= int(features.min()) and int(features.max()) < self.n_features):
+            raise ValueError(f"set_features: pairs must lie in [0, {self.n_items}) x [0, {self.n_features}) "
+                             f"(the expert was built for another dataset's graph?)")
+        key = torch.unique(items * self.n_features + features)  # sorted and distinct: a coalesced matrix
+        items, features = key // self.n_features, key % self.n_features
+        device = self.dec.weight.device
+        degree = torch.bincount(items, minlength=self.n_items).clamp_min(1).to(torch.float32)
+        self.feat_index = torch.stack([items, features]).to(device)
+        self.feat_value = degree[items].rsqrt().to(device)
+
+    def _item_vectors(self, own: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
+        """``own + A feature``: each item's vector plus its features' scaled sum (a sparse product)."""
+        a = torch.sparse_coo_tensor(self.feat_index, self.feat_value.to(own.dtype), (self.n_items, self.n_features),
+                                    check_invariants=False, is_coalesced=True)  # checked in set_features
+        return own + torch.sparse.mm(a, feature)
 
     def forward(self, n_rows: int, row: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Item logits ``[n_rows, n_items]`` from history entries ``(row, item)``, grouped by row in
@@ -59,8 +102,13 @@ class HistoryExpert(nn.Module):
         norm = torch.zeros(n_rows, device=items.device, dtype=weight.dtype).index_add_(0, row, weight)
         weight = weight / norm.clamp_min(1.0).sqrt()[row]
         offsets = torch.cumsum(counts, 0) - counts
-        hidden = torch.tanh(self.enc(items, offsets, per_sample_weights=weight) + self.enc_bias)
-        return self.dec(hidden)
+        if not self.n_features:
+            hidden = torch.tanh(self.enc(items, offsets, per_sample_weights=weight) + self.enc_bias)
+            return self.dec(hidden)
+        enc = self._item_vectors(self.enc.weight, self.feat_enc)
+        bag = F.embedding_bag(items, enc, offsets, mode="sum", per_sample_weights=weight)
+        return F.linear(torch.tanh(bag + self.enc_bias), self._item_vectors(self.dec.weight, self.feat_dec),
+                        self.dec.bias)
 
     def log_probs(self, n_rows: int, row: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """``[n_rows, n_items]`` float32 log-probabilities of every item."""

@@ -49,6 +49,10 @@ class ModelConfig:
     # The Mult-DAE history expert (kgglm.model.expert; 0: none): its hidden size and input dropout.
     history_expert_dim: int = 0
     history_expert_dropout: float = 0.5
+    # The expert also reads the items' KG features (history_expert_args.kg_features); how many distinct
+    # features the dataset's graph has is set by the model builder, as history_items is.
+    history_expert_kg: bool = False
+    history_expert_features: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.history_dropout < 1.0:
@@ -57,6 +61,8 @@ class ModelConfig:
             raise ValueError(f"history_loss_weight must be >= 0, got {self.history_loss_weight}")
         if self.history_expert_dim < 0:
             raise ValueError(f"history_expert_dim must be >= 0, got {self.history_expert_dim}")
+        if self.history_expert_features < 0:
+            raise ValueError(f"history_expert_features must be >= 0, got {self.history_expert_features}")
         if self.embedding_size % self.num_heads:
             raise ValueError(f"embedding_size ({self.embedding_size}) must be divisible by "
                              f"num_heads ({self.num_heads})")
@@ -224,8 +230,8 @@ class KGGLM(nn.Module):
             self.hout = nn.Linear(c, config.history_items) if config.history_items else None
         if config.history_expert_dim and config.history_items <= 0:
             raise ValueError("a history expert (history_expert_dim > 0) needs history_items > 0")
-        self.expert = (HistoryExpert(config.history_items, config.history_expert_dim, config.history_expert_dropout)
-                       if config.history_expert_dim else None)
+        self.expert = (HistoryExpert(config.history_items, config.history_expert_dim, config.history_expert_dropout,
+                                     config.history_expert_features) if config.history_expert_dim else None)
         self.apply(self._init_weights)
         if self.expert is not None:
             self.expert.reset_parameters()  # its own (Mult-DAE) initialisation

@@ -18,6 +18,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from kgglm.data.dataset import Dataset
@@ -39,7 +40,9 @@ class ModelBuilder:
         """The builder for ``data``'s collaborative graph (users, items, entities, relations) with the
         architecture ``model`` (the resolved model section; its ``vocab_size`` becomes the graph's)."""
         vocab = Vocabulary.from_graph(data.graph, data.name)
-        return cls(vocab, dataclasses.replace(model, vocab_size=vocab.size, n_positions=1))
+        features = len(np.unique(data.item_features()[1])) if model.history_expert_kg else 0
+        return cls(vocab, dataclasses.replace(model, vocab_size=vocab.size, n_positions=1,
+                                              history_expert_features=features))
 
     def model_config(self, n_positions: int, *, history: bool = False) -> ModelConfig:
         """The architecture for paths of ``n_positions`` tokens. ``history``: a history-conditioned

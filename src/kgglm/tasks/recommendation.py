@@ -248,7 +248,8 @@ def _record_generation(path, model: KGGLM, vocab: Vocabulary, generation: PathGe
 
 def attach_history(model: KGGLM, data: Dataset, vocab: Vocabulary) -> None:
     """Give a history-conditioned model its users' *training* items (never valid/test: the history is
-    the model's input when it ranks valid and test items too); a no-op for other models."""
+    the model's input when it ranks valid and test items too), and a KG-reading expert its items'
+    features; a no-op for other models."""
     if not (model.config.user_history or model.config.history_expert_dim):
         return
     indptr, items = data.split_items("train")
@@ -256,6 +257,10 @@ def attach_history(model: KGGLM, data: Dataset, vocab: Vocabulary) -> None:
     model.set_user_history(torch.from_numpy(np.asarray(indptr, dtype=np.int64)),
                            torch.from_numpy(np.asarray(items, dtype=np.int64) + lo + vocab.n_users),
                            (lo, lo + vocab.n_users), (lo + vocab.n_users, lo + vocab.n_users + vocab.n_items))
+    if model.expert is not None and model.expert.n_features:  # its KG inputs: feature nodes -> columns
+        feature_items, feature_nodes = data.item_features()
+        _, column = np.unique(feature_nodes, return_inverse=True)
+        model.expert.set_features(torch.tensor(feature_items), torch.from_numpy(column.reshape(-1)))
 
 
 def export_recommendations(model, data: Dataset, vocab: Vocabulary, test: Evaluation, settings: EvalConfig,
